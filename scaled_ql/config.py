@@ -1,0 +1,392 @@
+"""Typed experiment configuration: dataclasses, YAML files and ``a.b=c`` overrides.
+
+One :class:`ExperimentConfig` describes a run completely. It is loaded from a YAML file in
+``configs/``, patched by command-line overrides (``train.steps=200``), validated before any
+data or model is built, and saved as ``config.json`` in the run folder and in every checkpoint,
+so that file alone reproduces the run.
+
+Errors name the key, what was expected and what was found, and suggest the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass(kw_only=True, slots=True)
+class EnvConfig:
+    """The Atari protocol (Machado et al., 2018; DQN-era papers). Recorded with every model."""
+
+    frame_size: int = 84
+    """Frames are resized to ``frame_size x frame_size`` grayscale."""
+    frame_stack: int = 4
+    """Number of consecutive frames stacked into one observation."""
+    frameskip: int = 4
+    """Each agent action is repeated this many emulator frames; the last two are max-pooled."""
+    sticky_action_prob: float = 0.25
+    """ALE v5 sticky actions: probability of repeating the previous action."""
+    max_episode_frames: int = 108_000
+    """Episode cap in emulator frames (27,000 agent steps at frameskip 4)."""
+    full_action_space: bool = False
+    """Use all 18 actions for every game instead of each game's minimal set."""
+
+    def __post_init__(self) -> None:
+        _check(self.frame_size > 0, "env.frame_size", "a positive integer", self.frame_size)
+        _check(self.frame_stack >= 1, "env.frame_stack", "at least 1", self.frame_stack)
+        _check(self.frameskip >= 1, "env.frameskip", "at least 1", self.frameskip)
+        _check(0.0 <= self.sticky_action_prob < 1.0, "env.sticky_action_prob", "a probability in [0, 1)", self.sticky_action_prob)
+
+
+@dataclass(kw_only=True, slots=True)
+class PrepConfig:
+    """How ``scaled-ql prep`` makes a dataset by playing the games in ALE."""
+
+    steps_per_game: int = 5_000
+    """Agent steps recorded per game."""
+    policy: str = "random"
+    """Behaviour policy: ``random`` (uniform over the game's actions) or ``epsilon_greedy``
+    (greedy in the Q-network of ``checkpoint`` with probability 1 - epsilon)."""
+    epsilon: float = 0.1
+    """Exploration rate of the ``epsilon_greedy`` policy."""
+    checkpoint: str = ""
+    """Checkpoint folder (a ``model/`` folder or a run's checkpoint) for ``epsilon_greedy``."""
+    num_envs: int = 4
+    """Parallel ALE environments per game (ale_py's C++ vector environment)."""
+    max_episode_steps: int = 0
+    """If > 0, truncate episodes after this many agent steps (on top of the frame cap);
+    keeps small demo datasets from being one long episode."""
+    shard_rows: int = 2_000
+    """Rows per Arrow record batch when writing."""
+
+    def __post_init__(self) -> None:
+        _check(self.policy in ("random", "epsilon_greedy"), "prep.policy", "'random' or 'epsilon_greedy'", self.policy)
+        _check(self.steps_per_game > 0, "prep.steps_per_game", "a positive integer", self.steps_per_game)
+        _check(0.0 <= self.epsilon <= 1.0, "prep.epsilon", "a probability in [0, 1]", self.epsilon)
+        _check(self.num_envs >= 1, "prep.num_envs", "at least 1", self.num_envs)
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    """Where the offline data lives and how transitions are formed from it at sample time."""
+
+    path: str = "data/tiny"
+    """Dataset folder written by ``scaled-ql prep`` (Hugging Face ``datasets`` Arrow files)."""
+    n_step: int = 3
+    """n-step returns: sum of the next n clipped rewards, discounted, then bootstrap."""
+    gamma: float = 0.99
+    """Discount factor."""
+    reward_clip: float = 1.0
+    """Rewards are clipped to [-reward_clip, reward_clip] for training (DQN convention); 0 disables."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_step >= 1, "data.n_step", "at least 1", self.n_step)
+        _check(0.0 < self.gamma <= 1.0, "data.gamma", "a number in (0, 1]", self.gamma)
+        _check(self.reward_clip >= 0.0, "data.reward_clip", "a non-negative number", self.reward_clip)
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """The shared backbone, the per-game heads and the value representation."""
+
+    backbone: str = "nature"
+    """Backbone name from ``scaled_ql.models.BACKBONES`` (``nature``, ``impala``)."""
+    width: int = 1
+    """Channel multiplier for the backbone (IMPALA: 16/32/32 channels times width)."""
+    feature_dim: int = 512
+    """Size of the penultimate representation phi(s) that DR3 regularizes."""
+    feature_norm: bool = False
+    """L2-normalize phi(s) before the heads (Scaled QL's feature normalization)."""
+    value: str = "scalar"
+    """Value representation from ``scaled_ql.models.VALUE_HEADS`` (``scalar``, ``c51``)."""
+    num_atoms: int = 51
+    """Number of atoms of the C51 support."""
+    v_min: float = -10.0
+    """Lowest atom of the C51 support."""
+    v_max: float = 10.0
+    """Highest atom of the C51 support."""
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 1, "model.width", "at least 1", self.width)
+        _check(self.feature_dim >= 1, "model.feature_dim", "at least 1", self.feature_dim)
+        _check(self.num_atoms >= 2, "model.num_atoms", "at least 2", self.num_atoms)
+        _check(self.v_max > self.v_min, "model.v_max", f"greater than model.v_min={self.v_min}", self.v_max)
+
+
+@dataclass(kw_only=True, slots=True)
+class LossConfig:
+    """Weights of the loss terms: TD + cql_alpha * CQL + dr3_coef * DR3."""
+
+    cql_alpha: float = 0.1
+    """Weight of the discrete CQL penalty logsumexp_a Q(s, a) - Q(s, a_data); 0 disables it."""
+    dr3_coef: float = 0.03
+    """Weight of DR3, mean |phi(s) . phi(s')|; 0 disables it."""
+    huber_delta: float = 1.0
+    """Huber threshold of the scalar TD loss."""
+    double_q: bool = True
+    """Double DQN: the online network picks the next action, the target network values it."""
+
+    def __post_init__(self) -> None:
+        _check(self.cql_alpha >= 0.0, "loss.cql_alpha", "a non-negative number", self.cql_alpha)
+        _check(self.dr3_coef >= 0.0, "loss.dr3_coef", "a non-negative number", self.dr3_coef)
+        _check(self.huber_delta > 0.0, "loss.huber_delta", "a positive number", self.huber_delta)
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """The one training loop: optimizer, target network, logging, checkpoints, evaluation."""
+
+    steps: int = 1_000
+    """Number of gradient updates."""
+    batch_size: int = 32
+    """Transitions per update; split evenly across games (per-game balance)."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (DQN-Zoo / Dopamine value)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    target_update_period: int = 2_000
+    """Copy the online weights into the target network every this many updates."""
+    log_every: int = 50
+    """Write TensorBoard scalars every this many updates."""
+    checkpoint_every: int = 500
+    """Save a checkpoint every this many updates (and at the end)."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
+    eval_every: int = 0
+    """Run an ALE evaluation every this many updates (0: only at the end, if eval.episodes > 0)."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 keeps torch's default."""
+    channels_last: bool = True
+    """Use channels_last memory format for the conv backbone (faster on CPU and GPU)."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "train.steps", "at least 1", self.steps)
+        _check(self.batch_size >= 1, "train.batch_size", "at least 1", self.batch_size)
+        _check(self.lr > 0.0, "train.lr", "a positive number", self.lr)
+        _check(self.target_update_period >= 1, "train.target_update_period", "at least 1", self.target_update_period)
+        _check(self.log_every >= 1, "train.log_every", "at least 1", self.log_every)
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "at least 1", self.checkpoint_every)
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", "at least 1", self.keep_checkpoints)
+        _check(self.device in ("auto", "cpu", "cuda"), "train.device", "'auto', 'cpu' or 'cuda'", self.device)
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalConfig:
+    """ALE evaluation: epsilon-greedy episodes on ale_py's vectorized environment."""
+
+    episodes: int = 10
+    """Episodes per game."""
+    num_envs: int = 8
+    """Parallel environments per game."""
+    epsilon: float = 0.001
+    """Evaluation epsilon (DQN-era protocol)."""
+    max_episode_steps: int = 0
+    """If > 0, cut evaluation episodes after this many agent steps (a CPU-budget cap; the
+    protocol's 108,000-frame cap always applies). Results record it."""
+    bootstrap_samples: int = 2_000
+    """Stratified-bootstrap resamples for the 95% confidence intervals."""
+
+    def __post_init__(self) -> None:
+        _check(self.episodes >= 0, "eval.episodes", "a non-negative integer", self.episodes)
+        _check(self.num_envs >= 1, "eval.num_envs", "at least 1", self.num_envs)
+        _check(0.0 <= self.epsilon <= 1.0, "eval.epsilon", "a probability in [0, 1]", self.epsilon)
+
+
+@dataclass(kw_only=True, slots=True)
+class ExperimentConfig:
+    """A whole experiment. ``config.json`` of a run holds exactly this, resolved."""
+
+    name: str = "run"
+    """Run name; the run folder is ``<runs_dir>/<name>``."""
+    runs_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 0
+    """Seed of the model initialisation, the sampler and evaluation."""
+    games: list[str] = field(default_factory=lambda: ["Pong", "Breakout"])
+    """Training games (names from ``scaled_ql.games``); their order fixes the game ids."""
+    held_out_games: list[str] = field(default_factory=list)
+    """Games kept out of pretraining, for fine-tuning later (recorded, not trained on)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    prep: PrepConfig = field(default_factory=PrepConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _check(len(self.games) >= 1, "games", "at least one game", self.games)
+        _check(len(set(self.games)) == len(self.games), "games", "no repeated game", self.games)
+        overlap = sorted(set(self.games) & set(self.held_out_games))
+        _check(not overlap, "held_out_games", "no game that is also in 'games'", overlap)
+        _check(
+            self.train.batch_size % len(self.games) == 0,
+            "train.batch_size",
+            f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
+            self.train.batch_size,
+        )
+        # Game names are validated against the registry here, before any work starts.
+        from scaled_ql.games import get_game
+
+        for key, names in (("games", self.games), ("held_out_games", self.held_out_games)):
+            for name in names:
+                try:
+                    get_game(name)
+                except KeyError as err:
+                    raise ConfigError(f"config key '{key}': {err.args[0]}") from None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading, overrides and validation
+
+
+def _check(ok: bool, key: str, expected: str, found: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, found {found!r}")
+
+
+def _closest(name: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; allow int where float is expected."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping of {tp.__name__} fields, found {value!r}")
+        return _build(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, found {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': expected {tp}, found {value!r}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"config key '{key}': expected null, found {value!r}")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected true or false, found {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected an integer, found {value!r}")
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp):
+        raise ConfigError(f"config key '{key}': expected {tp.__name__}, found {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(key, names)}; valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as err:  # pragma: no cover - dataclass signature errors
+        raise ConfigError(f"config section '{prefix or 'top level'}': {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.steps=200`` -> (["train", "steps"], 200). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected the form key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override '{text}': the key before '=' is empty")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+    node[path[-1]] = value
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    return _build(ExperimentConfig, data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load ``path`` (YAML) and apply ``key.sub=value`` overrides; validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping at the top level, found {type(loaded).__name__}")
+        data = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def load_config_json(path: str | Path) -> ExperimentConfig:
+    """Load the resolved ``config.json`` saved in a run folder or checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not valid JSON: {err}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
