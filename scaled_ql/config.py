@@ -303,6 +303,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads '3e-4' (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected a number, found {value!r}") from None
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected true or false, found {value!r}")
     if tp is int and isinstance(value, bool):

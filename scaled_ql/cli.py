@@ -1,0 +1,137 @@
+"""``scaled-ql``: parse the command line and dispatch. No logic lives here.
+
+    scaled-ql prep      --config configs/tiny.yaml [key=value ...]   make a dataset by playing ALE
+    scaled-ql pretrain  --config configs/tiny.yaml [--resume] [key=value ...]
+    scaled-ql evaluate  --checkpoint runs/tiny [--episodes N]
+    scaled-ql bench     train|sampler --config configs/tiny.yaml
+    scaled-ql info      --config configs/tiny.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+OVERRIDES_HELP = (
+    "config overrides as key.sub=value (YAML values), e.g. train.steps=200 data.path=data/mine; "
+    "an unknown key or wrong type stops with the key named"
+)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=None, help="experiment YAML file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaled-ql", description="Offline multi-game Q-learning on Atari (CQL + DR3).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prep", help="play each game in ALE with a behaviour policy and write a dataset",
+                       description="Roll out the behaviour policy of the config's `prep` section (uniform random, or "
+                       "epsilon-greedy from a checkpoint) in every game of `games` and write one row per step "
+                       "(single 84x84 frame, action, raw reward, terminal, truncated, episode id, game) as Arrow "
+                       "files with a dataset card.")
+    _add_config(p)
+    p.add_argument("--out", type=Path, default=None, help="dataset folder to write (default: the config's data.path)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+
+    p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
+                       description="Train on the dataset at data.path; checkpoints, TensorBoard logs and the final "
+                       "evaluation go to <runs_dir>/<name>.")
+    _add_config(p)
+    p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="play a checkpoint in ALE and report per-game and aggregate scores",
+                       description="Run epsilon-greedy episodes (epsilon 0.001) of every game the checkpoint knows; write "
+                       "eval.json (returns, mean, std, human-normalized score; mean/median/IQM with 95%% stratified-"
+                       "bootstrap CIs) and eval.png.")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a run folder, a checkpoint folder or its model/ folder")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per game (default: the checkpoint's eval.episodes)")
+    p.add_argument("--games", nargs="+", default=None, help="evaluate only these games (default: all the checkpoint's games)")
+    p.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes after this many agent steps (CPU budget)")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel ALE environments per game")
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the checkpoint's seed)")
+    p.add_argument("--out", type=Path, default=None, help="folder for eval.json and eval.png (default: <checkpoint>/eval)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("bench", help="measure a hot path and print JSON (not a test)",
+                       description="`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; "
+                       "`sampler`: stacked n-step transitions/s from a memory-mapped dataset.")
+    p.add_argument("what", choices=["train", "sampler"], help="which hot path")
+    _add_config(p)
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
+    p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
+
+    p = sub.add_parser("info", help="print the resolved config and the model's parameter count")
+    _add_config(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from scaled_ql.config import ConfigError
+
+    try:
+        return _dispatch(args)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from scaled_ql.config import load_config
+
+    if args.command == "evaluate":
+        from scaled_ql.eval.run import evaluate_checkpoint
+
+        evaluate_checkpoint(
+            args.checkpoint, episodes=args.episodes, games=args.games, max_episode_steps=args.max_episode_steps,
+            num_envs=args.num_envs, seed=args.seed, out_dir=args.out, progress=not args.no_progress,
+        )
+        return 0
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "prep":
+        from data_prep.rollout import collect_dataset
+
+        out = args.out or Path(cfg.data.path)
+        if out.exists() and any(out.iterdir()):
+            if not args.overwrite:
+                raise ValueError(f"dataset folder '{out}' already exists and is not empty; pass --overwrite to replace it")
+            import shutil
+
+            shutil.rmtree(out)
+        collect_dataset(cfg, out)
+        print(f"dataset written to {out}")
+    elif args.command == "pretrain":
+        from scaled_ql.train.trainer import pretrain
+
+        result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+        print(f"run folder: {result.run_dir}  (step {result.step}, checkpoint {result.checkpoint})")
+    elif args.command == "bench":
+        from scaled_ql import bench
+
+        if args.what == "train":
+            report = bench.bench_train(cfg, seconds=args.seconds)
+        else:
+            report = bench.bench_sampler(
+                path=str(args.data) if args.data else None, batch_size=cfg.train.batch_size, seconds=args.seconds
+            )
+        print(json.dumps(report, indent=1))
+    elif args.command == "info":
+        from scaled_ql.models import build_model, count_parameters
+
+        model = build_model(cfg)
+        print(cfg.to_json())
+        print(json.dumps({"parameters": count_parameters(model), "games": len(cfg.games),
+                          "action_counts": dict(zip(cfg.games, model.action_counts))}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""``scaled-ql evaluate``: load a checkpoint and play its games in ALE."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from scaled_ql.config import ConfigError, EvalConfig, load_config_json
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """Load the Q-network of a run folder, checkpoint folder, ``model/`` folder or Hub repo id."""
+    from scaled_ql.models import MultiGameQNetwork
+    from scaled_ql.train.checkpoint import CheckpointError, resolve_model_dir
+
+    local = Path(path)
+    source: str | Path = resolve_model_dir(local) if local.exists() else str(path)
+    try:
+        model = MultiGameQNetwork.from_pretrained(source, map_location=device, strict=True)
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint '{source}' does not match this version's Q-network: {err}") from None
+    return model.to(device).eval(), source
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    episodes: int | None = None,
+    games: list[str] | None = None,
+    max_episode_steps: int | None = None,
+    num_envs: int | None = None,
+    seed: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    import torch
+
+    from scaled_ql.eval.evaluate import evaluate, format_score_table
+    from scaled_ql.train.trainer import make_policy
+
+    model, source = load_model(checkpoint)
+    train_cfg_path = Path(source) / "train_config.json"
+    cfg = load_config_json(train_cfg_path) if train_cfg_path.is_file() else None
+    eval_cfg = cfg.eval if cfg is not None else EvalConfig()
+    changes = {k: v for k, v in {"episodes": episodes, "max_episode_steps": max_episode_steps, "num_envs": num_envs}.items() if v is not None}
+    eval_cfg = dataclasses.replace(eval_cfg, **changes)
+    if eval_cfg.episodes < 1:
+        raise ConfigError(f"--episodes: expected at least 1 episode per game, found {eval_cfg.episodes}")
+    chosen = games or model.games
+    unknown = [g for g in chosen if g not in model.games]
+    if unknown:
+        raise ConfigError(f"--games: checkpoint '{source}' has no head for {unknown}; it knows {model.games}")
+
+    policy = make_policy(model, torch.device("cpu"))
+    ids = {g: model.games.index(g) for g in chosen}
+    out = Path(out_dir) if out_dir is not None else (Path(source).parent / "eval" if Path(source).exists() else Path("eval"))
+    seed = seed if seed is not None else (cfg.seed + 1_000_003 if cfg is not None else 0)
+    results = evaluate(
+        lambda obs, game_id: policy(obs, game_id), chosen, model.env_cfg, eval_cfg, seed=seed,
+        out_dir=out, progress=progress, game_ids=ids,
+    )
+    print(format_score_table(results))
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+    return json.loads(json.dumps(results))

@@ -1,0 +1,207 @@
+"""Checkpoints: a Hub-ready ``model/`` folder beside a ``state/`` folder, written atomically.
+
+Layout of ``<run>/checkpoints/<step:08d>/``::
+
+    model/config.json           architecture, games, value head, preprocessing protocol
+    model/model.safetensors     online network weights
+    model/train_config.json     the full resolved experiment config
+    state/target.safetensors    target network weights
+    state/optimizer.safetensors optimizer tensors (Adam moments, step counts)
+    state/rng.safetensors       torch CPU (and CUDA) generator states
+    state/trainer.json          step, optimizer param groups, sampler state, loop state
+
+A checkpoint is written into ``checkpoints/.tmp-<step>``, every file is fsynced, and the
+folder is renamed into place, so a folder named by a step number is always complete; a kill
+during the write leaves only a ``.tmp-`` folder, which is ignored and cleaned up. Nothing is
+pickled: tensors go to safetensors, everything else to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from scaled_ql.config import ExperimentConfig, load_config_json
+
+CHECKPOINTS = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or incompatible; the message names the path."""
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    for folder in [path, *sorted(p for p in path.rglob("*") if p.is_dir())]:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def optimizer_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into flat tensors and JSON-able param groups."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{index}.{key}"] = tensor.detach().cpu().contiguous()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def optimizer_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    return tensors
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    target: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write checkpoint ``step`` atomically and keep the newest ``cfg.train.keep_checkpoints``."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{step:08d}"
+    tmp = root / f".tmp-{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "state").mkdir(parents=True)
+
+    model.save_pretrained(tmp / "model")
+    (tmp / "model" / "train_config.json").write_text(cfg.to_json())
+    save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
+    opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
+    save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
+    save_file(rng_tensors(), tmp / "state" / "rng.safetensors")
+    (tmp / "state" / "trainer.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **trainer_state}, indent=1))
+    _fsync_tree(tmp)
+
+    if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (half-written ``.tmp-`` folders excluded)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a run folder, a checkpoint folder or its ``model/`` folder; return the ``model/`` folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    if (path / "model" / "model.safetensors").is_file():
+        return path / "model"
+    if (path / CHECKPOINTS).is_dir():
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest / "model"
+    raise CheckpointError(
+        f"checkpoint '{path}': expected a folder holding model.safetensors (or model/model.safetensors, "
+        f"or a run folder with checkpoints/), found none"
+    )
+
+
+@dataclass
+class LoadedState:
+    step: int
+    trainer_state: dict[str, Any]
+
+
+def load_checkpoint(
+    path: Path, cfg: ExperimentConfig, model: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer
+) -> LoadedState:
+    """Restore model, target, optimizer and RNG from checkpoint folder ``path`` (in place)."""
+    path = Path(path)
+    saved_cfg = load_config_json(path / "model" / "train_config.json")
+    check_compatible(saved_cfg, cfg, where=str(path))
+    try:
+        model.load_state_dict(load_file(path / "model" / "model.safetensors"), strict=True)
+        target.load_state_dict(load_file(path / "state" / "target.safetensors"), strict=True)
+        meta = json.loads((path / "state" / "trainer.json").read_text())
+        optimizer.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), meta["optimizer"]))
+        restore_rng(load_file(path / "state" / "rng.safetensors"))
+    except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint '{path}' could not be loaded: {err}") from None
+    step = int(meta.pop("step"))
+    meta.pop("optimizer")
+    return LoadedState(step=step, trainer_state=meta)
+
+
+# Keys whose change breaks a resume: the network, the games, the data and the loss.
+_RESUME_KEYS = ("games", "env", "model", "data", "loss", "seed", "train.batch_size", "train.lr", "train.target_update_period")
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_compatible(saved: ExperimentConfig, current: ExperimentConfig, where: str) -> None:
+    """Stop with the differing keys named when a checkpoint does not match the current config."""
+    a, b = saved.to_dict(), current.to_dict()
+    diffs = []
+    for key in _RESUME_KEYS:
+        va, vb = _get(a, key), _get(b, key)
+        if isinstance(va, dict):
+            diffs += [f"{key}.{k}: checkpoint has {va[k]!r}, config has {vb.get(k)!r}" for k in va if va[k] != vb.get(k)]
+        elif va != vb:
+            diffs.append(f"{key}: checkpoint has {va!r}, config has {vb!r}")
+    if diffs:
+        raise CheckpointError(f"checkpoint '{where}' was made with a different config:\n  " + "\n  ".join(diffs))

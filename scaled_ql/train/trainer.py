@@ -1,0 +1,194 @@
+"""The one training loop: load -> while: sample, update, log, checkpoint, evaluate -> save.
+
+Pretraining uses it as is; fine-tuning (later) changes the data source and the loss weights,
+not the loop. Distribution wraps the loop at its edge and is not in this file yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from scaled_ql.config import ConfigError, ExperimentConfig, load_config_json
+from scaled_ql.data.sampler import Sampler
+from scaled_ql.data.store import ReplayStore
+from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
+from scaled_ql.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scaled_ql.train.step import sync_target, train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device': expected an available device, found 'cuda' but torch sees no GPU")
+    return torch.device(name)
+
+
+def make_policy(model: MultiGameQNetwork, device: torch.device):
+    """Greedy policy callable for the evaluator: (uint8 obs [N,K,H,W], game id) -> actions [N]."""
+
+    @torch.no_grad()
+    def policy(obs: np.ndarray, game_id: int) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        x = torch.from_numpy(obs).to(device)
+        game = torch.full((x.shape[0],), game_id, dtype=torch.long, device=device)
+        actions = model(x, game).q.argmax(-1).cpu().numpy()
+        model.train(was_training)
+        return actions
+
+    return policy
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    eval_results: dict[str, Any] | None
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
+    run_dir = cfg.run_dir
+    saved = run_dir / "config.json"
+    if saved.exists() and not resume and latest_checkpoint(run_dir) is not None:
+        raise ConfigError(
+            f"run folder '{run_dir}' already holds checkpoints: pass --resume to continue it, "
+            f"or choose another name= / runs_dir="
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and saved.exists():
+        from scaled_ql.train.checkpoint import check_compatible
+
+        check_compatible(load_config_json(saved), cfg, where=str(saved))
+    saved.write_text(cfg.to_json())
+    return run_dir
+
+
+def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg`` from its dataset; resume from the run's newest checkpoint with ``resume``."""
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.seed)
+
+    # Everything that can fail on bad input fails here, before any long work.
+    store = ReplayStore(cfg.data.path, cfg.games)
+    sampler = Sampler(store, cfg.train.batch_size, cfg.data, seed=cfg.seed)
+    run_dir = _prepare_run_dir(cfg, resume)
+
+    model = build_model(cfg).to(device)
+    if cfg.train.channels_last:
+        model.channels_last = True
+        model.to(memory_format=torch.channels_last)
+    target = build_model(cfg).to(device)
+    target.channels_last = model.channels_last
+    sync_target(model, target)
+    target.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay
+    )
+
+    step, last_ckpt = 0, None
+    if resume and (found := latest_checkpoint(run_dir)) is not None:
+        loaded = load_checkpoint(found, cfg, model, target, optimizer)
+        step, last_ckpt = loaded.step, found
+        sampler.load_state_dict(loaded.trainer_state["sampler"])
+        tqdm.write(f"resumed {run_dir} from {found} at step {step}")
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step > 0 else None)
+    if step == 0:
+        writer.add_text("config", "```\n" + cfg.to_json() + "\n```")
+        writer.add_scalar("model/parameters", count_parameters(model), 0)
+
+    def checkpoint(at: int) -> Path:
+        return save_checkpoint(run_dir, at, cfg, model, target, optimizer, {"sampler": sampler.state_dict()})
+
+    check_every = 1 if device.type == "cpu" else cfg.train.log_every  # loss checks sync the host
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"pretrain {cfg.name}", unit="upd", disable=not progress, dynamic_ncols=True)
+    sample_s = update_s = 0.0
+    eval_results = None
+    model.train()
+    while step < cfg.train.steps:
+        t0 = time.perf_counter()
+        batch = sampler.sample().to_torch(device)
+        t1 = time.perf_counter()
+        metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip)
+        step += 1
+        if step % cfg.train.target_update_period == 0:
+            sync_target(model, target)
+        if step % check_every == 0 or step % cfg.train.checkpoint_every == 0:
+            loss = float(metrics["loss/total"])  # host sync
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss} at step {step}; the last good checkpoint is "
+                    f"{last_ckpt if last_ckpt is not None else 'none (no checkpoint was written yet)'}"
+                )
+        t2 = time.perf_counter()
+        sample_s += t1 - t0
+        update_s += t2 - t1
+        bar.update(1)
+
+        if step % cfg.train.log_every == 0:
+            scalars = {k: float(v) for k, v in metrics.items() if v.ndim == 0}  # host sync
+            for key, value in scalars.items():
+                writer.add_scalar(key, value, step)
+            for game, value in zip(cfg.games, metrics["q/data_per_game"].tolist()):
+                writer.add_scalar(f"q_data_per_game/{game}", value, step)
+            writer.add_scalar("perf/sample_ms", 1000 * sample_s / cfg.train.log_every, step)
+            writer.add_scalar("perf/update_ms", 1000 * update_s / cfg.train.log_every, step)
+            writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(sample_s + update_s, 1e-9), step)
+            bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", q=f"{scalars.get('q/data', float('nan')):.2f}")
+            sample_s = update_s = 0.0
+
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            last_ckpt = checkpoint(step)
+        if cfg.eval.episodes > 0 and cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+            run_evaluation(cfg, model, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress)
+    bar.close()
+
+    if last_ckpt is None or last_ckpt.name != f"{step:08d}":
+        last_ckpt = checkpoint(step)
+    if cfg.eval.episodes > 0:
+        eval_results = run_evaluation(cfg, model, device, run_dir / "eval" / "final", writer, step, progress)
+        (run_dir / "eval.json").write_text(json.dumps(eval_results, indent=1))
+    writer.close()
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, eval_results=eval_results)
+
+
+def run_evaluation(
+    cfg: ExperimentConfig,
+    model: MultiGameQNetwork,
+    device: torch.device,
+    out_dir: Path,
+    writer: SummaryWriter | None,
+    step: int,
+    progress: bool,
+) -> dict[str, Any]:
+    from scaled_ql.eval.evaluate import evaluate, format_score_table
+
+    results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir, progress=progress)
+    if writer is not None:
+        for game, res in results["games"].items():
+            writer.add_scalar(f"eval_return/{game}", res["mean"], step)
+            if res.get("human_normalized") is not None:
+                writer.add_scalar(f"eval_hns/{game}", res["human_normalized"], step)
+        agg = results.get("aggregate", {})
+        if isinstance(agg.get("iqm"), dict) and agg["iqm"].get("value") is not None:
+            writer.add_scalar("eval_hns/iqm", agg["iqm"]["value"], step)
+    tqdm.write(format_score_table(results))
+    return results
