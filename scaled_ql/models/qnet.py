@@ -77,9 +77,9 @@ class MultiGameQNetwork(
 
     def forward(self, obs: torch.Tensor, game: torch.Tensor) -> QOutput:
         """obs: uint8 [B, K, H, W]; game: int64 [B] -> QOutput."""
-        x = obs.float().div_(255.0)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:  # reorder while still uint8: 4x less memory to move
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        x = obs.float().mul_(1.0 / 255.0)  # .float() keeps the memory format
         features = self.backbone(x)
         if self.model_cfg.feature_norm:
             features = nn.functional.normalize(features, dim=-1)
