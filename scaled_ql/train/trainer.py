@@ -79,6 +79,23 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     return run_dir
 
 
+def build_training_state(cfg: ExperimentConfig, device: torch.device):
+    """The online network, its target copy and the optimizer, as every run and benchmark builds them."""
+    model = build_model(cfg).to(device)
+    target = build_model(cfg).to(device)
+    if cfg.train.channels_last:
+        for net in (model, target):
+            net.channels_last = True
+            net.to(memory_format=torch.channels_last)
+    sync_target(model, target)
+    target.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay,
+        fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters: 5x faster step on CPU
+    )
+    return model, target, optimizer
+
+
 def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg`` from its dataset; resume from the run's newest checkpoint with ``resume``."""
     device = resolve_device(cfg.train.device)
@@ -88,21 +105,10 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
 
     # Everything that can fail on bad input fails here, before any long work.
     store = ReplayStore(cfg.data.path, cfg.games)
-    sampler = Sampler(store, cfg.train.batch_size, cfg.data, seed=cfg.seed)
+    sampler = Sampler.from_config(store, cfg.data, cfg.train.batch_size, frame_stack=cfg.env.frame_stack, seed=cfg.seed)
     run_dir = _prepare_run_dir(cfg, resume)
 
-    model = build_model(cfg).to(device)
-    if cfg.train.channels_last:
-        model.channels_last = True
-        model.to(memory_format=torch.channels_last)
-    target = build_model(cfg).to(device)
-    target.channels_last = model.channels_last
-    sync_target(model, target)
-    target.requires_grad_(False)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay,
-        fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters: 5x faster step on CPU
-    )
+    model, target, optimizer = build_training_state(cfg, device)
 
     step, last_ckpt = 0, None
     if resume and (found := latest_checkpoint(run_dir)) is not None:

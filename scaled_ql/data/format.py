@@ -1,0 +1,547 @@
+"""The on-disk offline dataset: one folder, Hugging Face ``datasets`` Arrow files, one row per step.
+
+A dataset folder is what ``Dataset.save_to_disk`` writes (``data-XXXXX-of-YYYYY.arrow``,
+``dataset_info.json``, ``state.json``), so ``datasets.load_from_disk(folder)`` opens it, plus
+two files of ours:
+
+* ``scaled_ql_dataset.json``: format name and version, frame shape, row/episode counts per
+  game, and the sha256 of every Arrow file (checked when the store opens the folder);
+* ``README.md``: a dataset card the Hub understands (task category, tags, how the data was made).
+
+Columns (one row per step; frames are single, never pre-stacked: stacking is the sampler's job):
+
+=============  =========================  ================================================
+``frame``      uint8 [H, W] (84 x 84)     observation before the action (fixed-size lists,
+                                          so all frames of a record batch are one
+                                          contiguous ``[n, H, W]`` buffer)
+``action``     int32                      action index in the game's action set
+``reward``     float32                    raw reward r_t, NOT clipped
+``terminal``   bool                       this row is the episode's last and the game is over
+``truncated``  bool                       this row is the episode's last and the episode
+                                          was cut (time limit or collection budget)
+``episode_id`` int64                      unique across the whole dataset
+``step``       int32                      index of the row within its episode
+``game``       string                     registry name (``scaled_ql.games``), e.g. "Pong"
+=============  =========================  ================================================
+
+Row convention (RLDS-like). An episode of T agent steps is T + 1 contiguous rows, in order.
+Row t (0 <= t < T) holds the observation o_t seen before acting, the action a_t and the reward
+r_t received for it. Row T holds the final observation o_T (gymnasium's ``info["final_obs"]``)
+with action 0, reward 0 and exactly one of ``terminal`` (game over: do not bootstrap) or
+``truncated`` (time limit or end of the collection budget: bootstrap from o_T). No other row
+has either flag set. Every row except an episode's last is a valid transition start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_NAME = "scaled_ql_dataset"
+FORMAT_VERSION = 1
+METADATA_FILE = "scaled_ql_dataset.json"
+CARD_FILE = "README.md"
+FRAME_SHAPE = (84, 84)
+COLUMNS = ("frame", "action", "reward", "terminal", "truncated", "episode_id", "step", "game")
+_SCALAR_TYPES = {
+    "action": "int32",
+    "reward": "float32",
+    "terminal": "bool",
+    "truncated": "bool",
+    "episode_id": "int64",
+    "step": "int32",
+    "game": "string",
+}
+
+
+class DatasetFormatError(ValueError):
+    """A dataset folder or file is missing, corrupt or not in the expected format; names the file."""
+
+
+def dataset_features(frame_shape: Sequence[int] = FRAME_SHAPE):
+    """The ``datasets.Features`` of a dataset whose frames have ``frame_shape`` (H, W)."""
+    from datasets import Features, List, Value
+
+    height, width = (int(x) for x in frame_shape)
+    features = {"frame": List(List(Value("uint8"), length=width), length=height)}
+    features.update({name: Value(dtype) for name, dtype in _SCALAR_TYPES.items()})
+    return Features(features)
+
+
+def _frame_arrow_type(frame_shape: Sequence[int]) -> pa.DataType:
+    height, width = (int(x) for x in frame_shape)
+    return pa.list_(pa.list_(pa.uint8(), width), height)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata
+
+
+@dataclass(slots=True)
+class CollectionInfo:
+    """How a dataset was made; rendered into the dataset card and the metadata file."""
+
+    source: str = "ALE rollouts"
+    policy: str = "random"
+    """Behaviour policy: ``random`` or ``epsilon_greedy`` (around ``checkpoint``)."""
+    epsilon: float = 1.0
+    """Probability of a uniformly random action (1.0 for the random policy)."""
+    checkpoint: str = ""
+    seed: int = 0
+    steps_per_game: int = 0
+    num_envs: int = 0
+    max_episode_steps: int = 0
+    """Extra truncation in agent steps (0: only the protocol's frame cap)."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """The Atari protocol (``EnvConfig`` as a dict)."""
+    command: str = ""
+    """The command that made the dataset."""
+
+
+@dataclass(slots=True)
+class DatasetMetadata:
+    """Contents of ``scaled_ql_dataset.json`` (see :func:`read_metadata`)."""
+
+    path: Path
+    format_version: int
+    frame_shape: tuple[int, int]
+    games: dict[str, dict[str, int]]
+    """Per game: ``rows``, ``episodes`` and ``steps`` (= rows - episodes, the agent steps)."""
+    files: list[dict[str, Any]]
+    """Arrow files in row order: ``name``, ``rows``, ``bytes``, ``sha256``."""
+    collection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(int(g["rows"]) for g in self.games.values())
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(int(g["episodes"]) for g in self.games.values())
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "frame_shape": list(self.frame_shape),
+            "rows": self.num_rows,
+            "episodes": self.num_episodes,
+            "games": self.games,
+            "files": self.files,
+            "collection": self.collection,
+        }
+
+
+def canonical_game_name(name: str, where: str) -> str:
+    """The registry's spelling of ``name`` ("pong" -> "Pong"); an unknown game names ``where``."""
+    from scaled_ql.games import get_game
+
+    try:
+        return get_game(name).name
+    except KeyError as err:
+        raise DatasetFormatError(f"{where}: {err.args[0] if err.args else f'unknown game {name!r}'}") from None
+
+
+def read_metadata(path: str | Path) -> DatasetMetadata:
+    """Read and check ``scaled_ql_dataset.json`` of the dataset folder ``path``.
+
+    Checks that the folder, the metadata file and every listed Arrow file exist, that the
+    format version is supported and that every game is in the registry. Checksums are
+    verified separately by :func:`verify_checksums` (they read every byte).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetFormatError(f"dataset folder '{path}' does not exist")
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise DatasetFormatError(
+            f"dataset folder '{path}' has no '{METADATA_FILE}': not a scaled_ql dataset (write one with scaled-ql prep)"
+        )
+    try:
+        raw = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(f"dataset metadata '{meta_path}' is not valid JSON: {err}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise DatasetFormatError(f"dataset metadata '{meta_path}': expected \"format\": \"{FORMAT_NAME}\", found {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetFormatError(f"dataset metadata '{meta_path}': format_version {version!r} is not supported (this scaled_ql reads version {FORMAT_VERSION})")
+    for key in ("frame_shape", "games", "files"):
+        if key not in raw:
+            raise DatasetFormatError(f"dataset metadata '{meta_path}': missing key '{key}'")
+    frame_shape = tuple(int(x) for x in raw["frame_shape"])
+    if len(frame_shape) != 2:
+        raise DatasetFormatError(f"dataset metadata '{meta_path}': frame_shape must be [H, W], found {raw['frame_shape']!r}")
+    for game in raw["games"]:
+        if canonical_game_name(game, f"dataset metadata '{meta_path}'") != game:
+            raise DatasetFormatError(f"dataset metadata '{meta_path}': game {game!r} is not spelled as in the registry ({canonical_game_name(game, '')!r})")
+    for entry in raw["files"]:
+        file = path / entry["name"]
+        if not file.is_file():
+            raise DatasetFormatError(f"dataset file '{file}' is missing (listed in '{meta_path}')")
+    return DatasetMetadata(
+        path=path,
+        format_version=version,
+        frame_shape=frame_shape,  # type: ignore[arg-type]
+        games={g: {k: int(v) for k, v in c.items()} for g, c in raw["games"].items()},
+        files=list(raw["files"]),
+        collection=dict(raw.get("collection", {})),
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_checksums(meta: DatasetMetadata) -> None:
+    """Recompute the sha256 of every Arrow file; a mismatch names the file."""
+    for entry in meta.files:
+        file = meta.path / entry["name"]
+        size = file.stat().st_size
+        if "bytes" in entry and size != int(entry["bytes"]):
+            raise DatasetFormatError(f"dataset file '{file}' is corrupt or was modified: {size} bytes, expected {entry['bytes']} (from {METADATA_FILE})")
+        digest = sha256_file(file)
+        if digest != entry["sha256"]:
+            raise DatasetFormatError(f"dataset file '{file}' is corrupt or was modified: sha256 {digest}, expected {entry['sha256']} (from {METADATA_FILE})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading one Arrow file, zero-copy
+
+
+def open_arrow_file(file: str | Path, frame_shape: Sequence[int] = FRAME_SHAPE) -> tuple[pa.Buffer, pa.Table]:
+    """Memory-map one Arrow file written by ``save_to_disk`` and check its schema.
+
+    Returns ``(whole, table)``: ``whole`` is a buffer over the entire mapped file and every
+    buffer of ``table`` is a zero-copy slice of it (nothing is read into RAM until touched).
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise DatasetFormatError(f"dataset file '{file}' is missing")
+    try:
+        mapped = pa.memory_map(str(file), "r")
+        whole = mapped.read_buffer(mapped.size())
+        table = pa.ipc.open_stream(whole).read_all()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        raise DatasetFormatError(f"dataset file '{file}' is not a readable Arrow stream (corrupt?): {err}") from None
+    check_schema(table.schema, frame_shape, where=f"dataset file '{file}'")
+    return whole, table
+
+
+def check_schema(schema: pa.Schema, frame_shape: Sequence[int], where: str) -> None:
+    """Every column present with its type; frames uint8 of ``frame_shape``."""
+    for name in COLUMNS:
+        if name not in schema.names:
+            raise DatasetFormatError(f"{where}: missing column '{name}' (found columns {schema.names})")
+    frame_type = schema.field("frame").type
+    if frame_type != _frame_arrow_type(frame_shape):
+        raise DatasetFormatError(
+            f"{where}: column 'frame' has type {frame_type}, expected uint8 frames of shape {tuple(frame_shape)} "
+            f"(fixed_size_list<fixed_size_list<uint8>[{frame_shape[1]}]>[{frame_shape[0]}])"
+        )
+    for name, dtype in _SCALAR_TYPES.items():
+        found = schema.field(name).type
+        if found != pa.type_for_alias(dtype) and not (dtype == "string" and found == pa.large_string()):
+            raise DatasetFormatError(f"{where}: column '{name}' has type {found}, expected {dtype}")
+
+
+def frame_chunk_offsets(column: pa.ChunkedArray, whole: pa.Buffer, frame_shape: Sequence[int], where: str) -> np.ndarray:
+    """Byte offset, inside the mapped file ``whole``, of every row's frame (int64 [rows])."""
+    frame_bytes = int(np.prod(frame_shape))
+    parts = []
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        flat = chunk.flatten().flatten()
+        if chunk.null_count or flat.null_count or len(flat) != len(chunk) * frame_bytes:
+            raise DatasetFormatError(f"{where}: column 'frame' has missing values or pixels")
+        data = flat.buffers()[1]
+        start = data.address + flat.offset - whole.address
+        if start < 0 or start + len(flat) > whole.size:
+            raise DatasetFormatError(f"{where}: column 'frame' is not memory-mapped from the file")  # pragma: no cover
+        parts.append(start + np.arange(len(chunk), dtype=np.int64) * frame_bytes)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Episode structure
+
+
+def check_episodes(
+    episode_id: np.ndarray,
+    step: np.ndarray,
+    terminal: np.ndarray,
+    truncated: np.ndarray,
+    action: np.ndarray,
+    reward: np.ndarray,
+    where: str,
+    row_name=lambda row: f"row {row}",
+) -> np.ndarray:
+    """Check the row convention (see the module docstring) on whole episodes, vectorized.
+
+    Returns the index of every episode's last row. ``row_name(row)`` names a row in errors.
+    """
+    n = len(episode_id)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    both = np.flatnonzero(terminal & truncated)
+    if both.size:
+        raise DatasetFormatError(f"{where}: {row_name(both[0])} is marked both terminal and truncated")
+    ends = np.flatnonzero(terminal | truncated)
+    if ends.size == 0 or ends[-1] != n - 1:
+        raise DatasetFormatError(
+            f"{where}: the last row (episode_id {episode_id[-1]}) is not an episode end: "
+            "every episode must end with a row marked terminal or truncated"
+        )
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    short = np.flatnonzero(lengths < 2)
+    if short.size:
+        raise DatasetFormatError(f"{where}: episode at {row_name(starts[short[0]])} has a single row; an episode of T >= 1 steps has T + 1 rows")
+    changes = np.flatnonzero(np.diff(episode_id) != 0) + 1
+    if changes.size != starts.size - 1 or not np.array_equal(changes, starts[1:]):
+        bad = np.setxor1d(changes, starts[1:])[0]
+        raise DatasetFormatError(
+            f"{where}: {row_name(bad)}: episode_id changes where no episode ended (or an episode ended without episode_id changing): "
+            "rows of one episode must be contiguous and end with a terminal or truncated row"
+        )
+    expected_step = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    wrong = np.flatnonzero(step != expected_step)
+    if wrong.size:
+        row = wrong[0]
+        raise DatasetFormatError(f"{where}: {row_name(row)} (episode_id {episode_id[row]}) has step {step[row]}, expected {expected_step[row]}")
+    wrong = np.flatnonzero((action[ends] != 0) | (reward[ends] != 0))
+    if wrong.size:
+        row = ends[wrong[0]]
+        raise DatasetFormatError(f"{where}: {row_name(row)} is an episode's last row and must have action 0 and reward 0, found {action[row]} and {reward[row]}")
+    return ends
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_SHAPE, where: str = "chunk") -> pa.Table:
+    """Check one chunk of whole episodes (a dict of column arrays) and make an Arrow table."""
+    missing = [name for name in COLUMNS if name not in chunk]
+    if missing:
+        raise DatasetFormatError(f"{where}: missing column(s) {missing}")
+    frames = np.asarray(chunk["frame"])
+    if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[1:] != tuple(frame_shape):
+        raise DatasetFormatError(f"{where}: column 'frame' must be uint8 [rows, {frame_shape[0]}, {frame_shape[1]}], found {frames.dtype} {list(frames.shape)}")
+    n = frames.shape[0]
+    columns = {name: np.asarray(chunk[name], dtype=None if name == "game" else np.dtype(dtype)) for name, dtype in _SCALAR_TYPES.items()}
+    for name, values in columns.items():
+        if values.shape != (n,):
+            raise DatasetFormatError(f"{where}: column '{name}' has shape {list(values.shape)}, expected [{n}] like 'frame'")
+    names, inverse = np.unique(columns["game"].astype(str), return_inverse=True)
+    columns["game"] = np.asarray([canonical_game_name(name, where) for name in names.tolist()], dtype=object)[inverse.reshape(-1)]
+    check_episodes(columns["episode_id"], columns["step"], columns["terminal"], columns["truncated"], columns["action"], columns["reward"], where)
+    height, width = frame_shape
+    pixels = pa.array(np.ascontiguousarray(frames).reshape(-1))
+    arrays = {"frame": pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(pixels, width), height)}
+    for name, dtype in _SCALAR_TYPES.items():
+        arrays[name] = pa.array(columns[name], type=pa.type_for_alias(dtype))
+    return pa.table(arrays)
+
+
+def write_dataset(
+    path: str | Path,
+    chunks: Iterable[Mapping[str, Any]],
+    *,
+    collection: CollectionInfo | None = None,
+    frame_shape: Sequence[int] = FRAME_SHAPE,
+    shard_rows: int = 2_000,
+    max_shard_size: int | str | None = None,
+    overwrite: bool = False,
+) -> DatasetMetadata:
+    """Write a dataset folder from ``chunks`` and return its metadata.
+
+    Each chunk is a mapping of column name -> array (see the module docstring) holding whole
+    episodes; chunks are streamed to an Arrow file as they come (memory stays bounded), then
+    ``datasets`` saves the folder (``save_to_disk``, sharded by ``max_shard_size``), and the
+    metadata file and dataset card are added. The folder appears at ``path`` only once
+    complete. ``overwrite`` replaces an existing scaled_ql dataset folder at ``path``.
+    """
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    path = Path(path)
+    frame_shape = tuple(int(x) for x in frame_shape)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
+        if not (path / METADATA_FILE).is_file():
+            raise FileExistsError(f"refusing to overwrite '{path}': it is not a scaled_ql dataset folder (no {METADATA_FILE})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        features = dataset_features(frame_shape)
+        counts: dict[str, dict[str, int]] = {}
+        seen_ids: set[int] = set()
+        writer = ArrowWriter(features=features, path=str(work / "rows.arrow"), writer_batch_size=shard_rows)
+        try:
+            for i, chunk in enumerate(chunks):
+                table = chunk_to_table(chunk, frame_shape, where=f"writing '{path}', chunk {i}")
+                if table.num_rows == 0:
+                    continue
+                ends = np.flatnonzero(np.asarray(table["terminal"]) | np.asarray(table["truncated"]))
+                ids = np.asarray(table["episode_id"])[ends].tolist()
+                repeated = seen_ids.intersection(ids)
+                if repeated or len(set(ids)) != len(ids):
+                    raise DatasetFormatError(f"writing '{path}', chunk {i}: episode_id {sorted(repeated)[:1] or ids} is used by two episodes; ids must be unique")
+                seen_ids.update(ids)
+                rows_per_game = _value_counts(table["game"])
+                episodes_per_game = _value_counts(table["game"].take(pa.array(ends)))
+                for name, rows in rows_per_game.items():
+                    c = counts.setdefault(name, {"rows": 0, "episodes": 0, "steps": 0})
+                    c["rows"] += rows
+                    c["episodes"] += episodes_per_game.get(name, 0)
+                    c["steps"] = c["rows"] - c["episodes"]
+                writer.write_table(table)
+            if not counts:
+                raise DatasetFormatError(f"writing '{path}': no rows were given")
+            writer.finalize()
+        finally:
+            writer.close()
+
+        staging = work / "dataset"
+        bars_were_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            ds = datasets.Dataset.from_file(str(work / "rows.arrow"))
+            ds.save_to_disk(str(staging), max_shard_size=max_shard_size)
+            del ds
+        finally:
+            if bars_were_on:
+                datasets.enable_progress_bars()
+        os.remove(work / "rows.arrow")
+
+        state = json.loads((staging / "state.json").read_text())
+        files = []
+        for entry in state["_data_files"]:
+            file = staging / entry["filename"]
+            with pa.memory_map(str(file), "r") as mapped:
+                rows = pa.ipc.open_stream(mapped).read_all().num_rows
+            files.append({"name": entry["filename"], "rows": rows, "bytes": file.stat().st_size, "sha256": sha256_file(file)})
+        meta = DatasetMetadata(
+            path=path,
+            format_version=FORMAT_VERSION,
+            frame_shape=frame_shape,  # type: ignore[arg-type]
+            games=counts,
+            files=files,
+            collection=asdict(collection) if collection is not None else {},
+        )
+        (staging / METADATA_FILE).write_text(json.dumps(meta.to_json_dict(), indent=2) + "\n")
+        (staging / CARD_FILE).write_text(render_card(meta))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+        return meta
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _value_counts(column) -> dict[str, int]:
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(column)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def render_card(meta: DatasetMetadata) -> str:
+    """The dataset card (README.md) with Hub YAML front matter."""
+    c = meta.collection
+    env = c.get("env", {})
+    lines = [
+        "---",
+        "task_categories:",
+        "- reinforcement-learning",
+        "tags:",
+        "- atari",
+        "- offline-rl",
+        "- scaled_ql",
+        f"pretty_name: scaled_ql offline Atari dataset ({', '.join(meta.games)})",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data-*.arrow",
+        "---",
+        "",
+        "# Offline Atari dataset (scaled_ql format)",
+        "",
+        f"Written by `scaled_ql` (format `{FORMAT_NAME}` version {meta.format_version}). "
+        "Open it with `datasets.load_from_disk(folder)` or `scaled_ql.data.store.ReplayStore(folder, games)`.",
+        "",
+        "## Games",
+        "",
+        "| game | agent steps | episodes | rows |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {g} | {v['steps']} | {v['episodes']} | {v['rows']} |" for g, v in meta.games.items()]
+    lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} |", ""]
+    lines += ["## How it was made", ""]
+    if c:
+        policy = c.get("policy", "?")
+        if policy == "epsilon_greedy":
+            policy = f"epsilon-greedy around the Q-network of checkpoint `{c.get('checkpoint', '')}`"
+        elif policy == "random":
+            policy = "uniformly random over the game's action set"
+        lines += [
+            f"- Source: {c.get('source', '?')}",
+            f"- Behaviour policy: {policy}",
+            f"- Epsilon: {c.get('epsilon', '?')}",
+            f"- Seed: {c.get('seed', '?')}",
+            f"- Agent steps per game (budget, over all environments): {c.get('steps_per_game', '?')} with {c.get('num_envs', '?')} parallel environments",
+            "- Protocol: ALE v5 (ale_py), "
+            f"sticky actions {env.get('sticky_action_prob', '?')}, frameskip {env.get('frameskip', '?')} with max-pooling of the last two frames, "
+            f"{env.get('frame_size', '?')}x{env.get('frame_size', '?')} grayscale, episode cap {env.get('max_episode_frames', '?')} frames"
+            + (f", extra truncation after {c['max_episode_steps']} agent steps" if c.get("max_episode_steps") else "")
+            + f", {'full' if env.get('full_action_space') else 'minimal'} action set, no no-op starts, no fire reset, no episodic life",
+            "",
+            "Command:",
+            "",
+            "```",
+            c.get("command", "") or "(not recorded)",
+            "```",
+        ]
+    else:
+        lines.append("(no collection information recorded)")
+    lines += [
+        "",
+        "## Format",
+        "",
+        f"One row per step with a single uint8 frame of shape {list(meta.frame_shape)} (frames are not stacked; "
+        "the sampler stacks 4 at sample time, zero-filled before an episode's first frame). "
+        "Columns: `frame`, `action` (int32), `reward` (float32, raw, not clipped), `terminal`, `truncated`, "
+        "`episode_id` (int64, unique), `step` (int32), `game` (string).",
+        "",
+        "Row convention (RLDS-like): an episode of T agent steps is T + 1 contiguous rows. Row t holds the observation "
+        "before action t, action t and reward r_t. The last row holds the final observation with action 0 and reward 0, "
+        "and is marked `terminal` (game over) or `truncated` (time limit or collection budget: bootstrap from it).",
+        "",
+        f"`{METADATA_FILE}` lists the row and episode counts per game and the sha256 of every Arrow file; "
+        "scaled_ql verifies them when it opens the folder.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def default_command() -> str:
+    """The current process's command line, for the dataset card."""
+    import shlex
+
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""

@@ -1,0 +1,166 @@
+"""The sampler: uniform, per-game balanced n-step transitions with frame stacks built at sample time.
+
+Everything per batch is vectorized numpy: the start rows are drawn for all games at once,
+n-step returns are a masked ``[B, n]`` gather of clipped rewards, and the observation and
+bootstrap stacks are one fancy-index gather ``[2B, K]`` of frames from the memory-mapped
+store. The sampler owns its random generator; ``state_dict`` / ``load_state_dict`` resume it
+exactly.
+
+Transition from start row t of an episode whose last row is e (t < e):
+  k         = min(n, e - t)                        steps until n or the episode's last row
+  reward    = sum_{i<k} gamma^i * clip(r_{t+i})
+  next_obs  = stack at row t + k
+  discount  = 0 if row t + k is a terminal last row, else gamma^k
+so a truncated episode (time limit, collection budget) bootstraps from its final observation,
+and nothing ever crosses into the next episode. Stacks hold rows t-K+1 .. t, oldest first,
+with zeros for rows before the episode's first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from scaled_ql.data.batch import Batch
+from scaled_ql.data.store import ReplayStore
+
+
+class Sampler:
+    """Draws :class:`Batch` es of ``batch_size`` transitions, ``batch_size / num_games`` per game.
+
+    Games appear in the order of ``store.games`` (sample ``i`` belongs to game
+    ``i // (batch_size // num_games)``). ``batch_size`` is this rank's batch. Rank ``r`` draws
+    from its own stream (``SeedSequence(seed, spawn_key=(r,))``, i.e. ``SeedSequence(seed).spawn``'s
+    r-th child), so ranks draw independent batches from the whole dataset.
+    """
+
+    def __init__(
+        self,
+        store: ReplayStore,
+        batch_size: int,
+        *,
+        n_step: int = 3,
+        gamma: float = 0.99,
+        reward_clip: float = 1.0,
+        frame_stack: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        num_games = len(store.games)
+        if batch_size < 1 or batch_size % num_games:
+            raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of games ({num_games}: {list(store.games)}) so every batch is balanced")
+        if n_step < 1:
+            raise ValueError(f"n_step must be at least 1, found {n_step}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], found {gamma}")
+        if reward_clip < 0:
+            raise ValueError(f"reward_clip must be >= 0 (0 disables clipping), found {reward_clip}")
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be at least 1, found {frame_stack}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.store = store
+        self.batch_size = int(batch_size)
+        self.per_game = self.batch_size // num_games
+        self.n_step = int(n_step)
+        self.gamma = float(gamma)
+        self.reward_clip = float(reward_clip)
+        self.frame_stack = int(frame_stack)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.batches_drawn = 0
+        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(self.rank,))))
+
+        rewards = store.reward
+        self._reward = np.clip(rewards, -reward_clip, reward_clip).astype(np.float32) if reward_clip > 0 else rewards.astype(np.float32)
+        self._discounts = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
+        starts = [store.valid_starts(g) for g in range(num_games)]
+        for game, s in zip(store.games, starts):
+            if s.size == 0:
+                raise ValueError(f"game '{game}' has no transition in {[str(p) for p in store.paths]} (no episode with at least one step)")
+        self._starts = np.concatenate(starts)
+        self._start_count = np.array([s.size for s in starts], dtype=np.int64)[:, None]
+        self._start_offset = np.cumsum([0] + [s.size for s in starts[:-1]]).astype(np.int64)[:, None]
+        self._game = np.repeat(np.arange(num_games, dtype=np.int64), self.per_game)
+        self._steps = np.arange(self.n_step, dtype=np.int64)
+        self._stack_steps = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
+
+    @classmethod
+    def from_config(cls, store: ReplayStore, data_cfg, batch_size: int, *, frame_stack: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1) -> "Sampler":
+        """Build from a :class:`scaled_ql.config.DataConfig` (``n_step``, ``gamma``, ``reward_clip``)."""
+        return cls(
+            store, batch_size, n_step=data_cfg.n_step, gamma=data_cfg.gamma, reward_clip=data_cfg.reward_clip,
+            frame_stack=frame_stack, seed=seed, rank=rank, world_size=world_size,
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    def sample_rows(self) -> np.ndarray:
+        """Draw the next batch's start rows (int64 [B], grouped by game); advances the stream."""
+        u = self._rng.integers(0, self._start_count, size=(len(self.store.games), self.per_game))
+        self.batches_drawn += 1
+        return self._starts[(self._start_offset + u).reshape(-1)]
+
+    def sample(self) -> Batch:
+        """The next batch: ``batch_size / num_games`` uniform transition starts per game."""
+        return self.batch_at(self.sample_rows())
+
+    def batch_at(self, rows: np.ndarray) -> Batch:
+        """The transitions starting at ``rows`` (int [B], each not an episode's last row)."""
+        store = self.store
+        rows = np.asarray(rows, dtype=np.int64)
+        end = store.episode_end[rows]
+        k = np.minimum(end - rows, self.n_step)
+        if (k < 1).any():
+            row = int(rows[np.argmax(k < 1)])
+            raise ValueError(f"row {row} is the last row of its episode (episode_id {store.episode_id[row]}); it starts no transition")
+        reward_rows = np.minimum(rows[:, None] + self._steps, end[:, None])
+        rewards = np.where(self._steps < k[:, None], self._reward[reward_rows], np.float32(0))
+        ret = rewards @ self._discounts[: self.n_step]
+        boot = rows + k
+        discount = np.where(store.terminal[boot], np.float32(0), self._discounts[k])
+
+        first = store.episode_start[rows]
+        stack_rows = np.concatenate((rows, boot))[:, None] + self._stack_steps  # [2B, K]
+        first2 = np.concatenate((first, first))[:, None]
+        padding = stack_rows < first2
+        frames = store.gather_frames(np.maximum(stack_rows, first2))
+        if padding.any():
+            frames[padding] = 0
+        b = rows.shape[0]
+        return Batch(
+            obs=frames[:b],
+            action=store.action[rows].astype(np.int64),
+            reward=ret.astype(np.float32, copy=False),
+            discount=discount.astype(np.float32, copy=False),
+            next_obs=frames[b:],
+            game=store.game_id[rows].astype(np.int64),
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state: the generator's state and how many batches were drawn."""
+        return {
+            "bit_generator": self._rng.bit_generator.state,
+            "batches_drawn": self.batches_drawn,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "games": list(self.store.games),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the next batches equal those of an uninterrupted sampler."""
+        for key, mine in (("batch_size", self.batch_size), ("games", list(self.store.games)), ("rank", self.rank)):
+            if key in state and state[key] != mine:
+                raise ValueError(f"sampler state has {key}={state[key]!r} but this sampler has {key}={mine!r}; the resumed batches would differ")
+        try:
+            self._rng.bit_generator.state = state["bit_generator"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"sampler state: invalid 'bit_generator' entry ({err})") from None
+        self.batches_drawn = int(state["batches_drawn"])

@@ -1,0 +1,27 @@
+"""Shared fixtures: a real (tiny) ALE dataset made once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scaled_ql.config import ExperimentConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def debug_config(tmp: Path, *overrides: str) -> ExperimentConfig:
+    """The debug config with its run folder under ``tmp``."""
+    return load_config(CONFIGS / "debug.yaml", [f"runs_dir={tmp / 'runs'}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def debug_dataset(tmp_path_factory) -> Path:
+    """Pong + Breakout, 400 random-policy steps each, played in real ALE."""
+    from data_prep.rollout import collect_dataset
+
+    out = tmp_path_factory.mktemp("data") / "debug"
+    cfg = load_config(CONFIGS / "debug.yaml", [f"data.path={out}"])
+    collect_dataset(cfg, out, progress=False)
+    return out

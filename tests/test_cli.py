@@ -1,0 +1,71 @@
+"""Every CLI command, run in-process on the debug config: the smoke tests of the user's path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaled_ql.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def test_console_script_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "scaled_ql.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("prep", "pretrain", "evaluate", "bench", "info"):
+        assert command in out
+    for command in ("prep", "pretrain", "evaluate", "bench", "info"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+
+
+def test_prep_pretrain_evaluate_end_to_end(tmp_path, capsys):
+    data = tmp_path / "data"
+    common = [f"data.path={data}", f"runs_dir={tmp_path / 'runs'}"]
+    assert main(["prep", "--config", DEBUG, *common]) == 0
+    assert (data / "README.md").is_file()
+    assert main(["prep", "--config", DEBUG, *common]) == 2  # refuses to overwrite silently
+    assert "--overwrite" in capsys.readouterr().err
+
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", *common, "eval.episodes=0"]) == 0
+    run = tmp_path / "runs" / "debug"
+    out_dir = tmp_path / "evaluation"
+    assert main(["evaluate", "--checkpoint", str(run), "--episodes", "1", "--max-episode-steps", "30",
+                 "--games", "Breakout", "--out", str(out_dir), "--no-progress"]) == 0
+    results = json.loads((out_dir / "eval.json").read_text())
+    assert list(results["games"]) == ["Breakout"] and len(results["games"]["Breakout"]["returns"]) == 1
+    assert (out_dir / "eval.png").stat().st_size > 1000
+    assert "Breakout" in capsys.readouterr().out
+
+    assert main(["evaluate", "--checkpoint", str(run), "--games", "Seaquest", "--episodes", "1"]) == 2
+    assert "Seaquest" in capsys.readouterr().err
+
+
+def test_errors_name_the_culprit(tmp_path, capsys):
+    assert main(["info", "--config", DEBUG, "train.setps=3"]) == 2
+    assert "train.setps" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["pretrain", "--config", DEBUG, f"data.path={tmp_path / 'nodata'}", f"runs_dir={tmp_path}"]) == 2
+    assert "nodata" in capsys.readouterr().err
+
+
+def test_info_prints_parameter_count(capsys):
+    assert main(["info", "--config", DEBUG]) == 0
+    out = capsys.readouterr().out
+    assert '"parameters"' in out and '"Pong": 6' in out
+
+
+def test_bench_commands_print_json(capsys):
+    assert main(["bench", "train", "--config", DEBUG, "--seconds", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["updates_per_s"] > 0
+    assert main(["bench", "sampler", "--config", DEBUG, "--seconds", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["transitions_per_s"] > 0

@@ -1,0 +1,150 @@
+"""The training loop: a smoke run, exact resume (also after kill -9), atomic checkpoints,
+the NaN guard and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scaled_ql.config import ConfigError
+from scaled_ql.train import trainer as trainer_mod
+from scaled_ql.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from scaled_ql.train.trainer import NonFiniteLossError, pretrain
+from tests.conftest import debug_config
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return load_file(ckpt / "model" / "model.safetensors")
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_dataset):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}")
+    result = pretrain(cfg, progress=False)
+    run = result.run_dir
+    assert result.step == cfg.train.steps
+    assert [p.name for p in list_checkpoints(run)] == ["00000010", "00000020"]
+    ckpt = latest_checkpoint(run)
+    for name in ("model/config.json", "model/model.safetensors", "model/train_config.json",
+                 "state/target.safetensors", "state/optimizer.safetensors", "state/rng.safetensors", "state/trainer.json"):
+        assert (ckpt / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == cfg.train.steps
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    evaluation = json.loads((run / "eval" / "final" / "eval.json").read_text())
+    assert set(evaluation["games"]) == {"Pong", "Breakout"}
+    assert (run / "eval" / "final" / "eval.png").stat().st_size > 1000
+    trainer_state = json.loads((ckpt / "state" / "trainer.json").read_text())
+    assert trainer_state["step"] == 20 and "sampler" in trainer_state
+
+
+def test_resume_is_bitwise_exact(tmp_path, debug_dataset):
+    common = [f"data.path={debug_dataset}", "eval.episodes=0"]
+    full = pretrain(debug_config(tmp_path / "a", *common), progress=False)
+    pretrain(debug_config(tmp_path / "b", *common, "train.steps=10"), progress=False)
+    resumed = pretrain(debug_config(tmp_path / "b", *common), resume=True, progress=False)
+    assert resumed.step == 20
+    _assert_same(_weights(full.checkpoint), _weights(resumed.checkpoint))
+    _assert_same(load_file(full.checkpoint / "state" / "target.safetensors"),
+                 load_file(resumed.checkpoint / "state" / "target.safetensors"))
+    _assert_same(load_file(full.checkpoint / "state" / "optimizer.safetensors"),
+                 load_file(resumed.checkpoint / "state" / "optimizer.safetensors"))
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path, debug_dataset):
+    common = [f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=60", "train.checkpoint_every=5"]
+    full = pretrain(debug_config(tmp_path / "a", *common), progress=False)
+
+    cmd = [sys.executable, "-m", "scaled_ql.cli", "pretrain", "--config", "configs/debug.yaml", "--no-progress",
+           f"runs_dir={tmp_path / 'b' / 'runs'}", *common]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = tmp_path / "b" / "runs" / "debug"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(run)) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(run)
+    assert killed_at is not None and int(killed_at.name) < 60, "the run finished before it could be killed"
+
+    resumed = pretrain(debug_config(tmp_path / "b", *common), resume=True, progress=False)
+    _assert_same(_weights(full.checkpoint), _weights(resumed.checkpoint))
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path, debug_dataset, monkeypatch):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0")
+    from scaled_ql.train import checkpoint as ckpt_mod
+
+    real_save_file = ckpt_mod.save_file
+    calls = {"n": 0}
+
+    def dying_save_file(tensors, path, *a, **k):
+        calls["n"] += 1
+        if "optimizer" in str(path) and calls["n"] > 4:  # the second checkpoint dies mid-write
+            raise KeyboardInterrupt("simulated kill during checkpoint write")
+        return real_save_file(tensors, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", dying_save_file)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, progress=False)
+    run = cfg.run_dir
+    assert any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
+    assert [p.name for p in list_checkpoints(run)] == ["00000010"]  # the partial one is ignored (and removed)
+    monkeypatch.setattr(ckpt_mod, "save_file", real_save_file)
+    resumed = pretrain(cfg, resume=True, progress=False)
+    assert resumed.step == 20
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(tmp_path, debug_dataset, monkeypatch):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0", "train.checkpoint_every=5")
+    real_step = trainer_mod.train_step
+    count = {"n": 0}
+
+    def poisoned_step(*args, **kwargs):
+        metrics = real_step(*args, **kwargs)
+        count["n"] += 1
+        if count["n"] == 7:
+            metrics["loss/total"] = torch.tensor(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(trainer_mod, "train_step", poisoned_step)
+    with pytest.raises(NonFiniteLossError, match=r"nan at step 7.*checkpoints/00000005"):
+        pretrain(cfg, progress=False)
+    assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["00000005"]
+    _weights(latest_checkpoint(cfg.run_dir))  # loadable
+
+
+def test_resume_with_incompatible_config_names_the_key(tmp_path, debug_dataset):
+    pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=10"), progress=False)
+    with pytest.raises(CheckpointError, match=r"model.feature_dim: checkpoint has 64, config has 32"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0", "model.feature_dim=32"),
+                 resume=True, progress=False)
+
+
+def test_existing_run_without_resume_is_refused(tmp_path, debug_dataset):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=10")
+    pretrain(cfg, progress=False)
+    with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
+        pretrain(cfg, progress=False)
+
+
+def test_missing_dataset_fails_before_any_work(tmp_path):
+    cfg = debug_config(tmp_path, f"data.path={tmp_path / 'nowhere'}")
+    with pytest.raises(Exception, match="nowhere"):
+        pretrain(cfg, progress=False)
+    assert not cfg.run_dir.exists()
