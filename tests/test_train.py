@@ -80,7 +80,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, debug_dataset):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = latest_checkpoint(run)
-    assert killed_at is not None and int(killed_at.name) < 60, "the run finished before it could be killed"
+    assert killed_at is not None and int(killed_at.name) < 60, proc.stderr.read().decode()[-2000:]
 
     resumed = pretrain(debug_config(tmp_path / "b", *common), resume=True, progress=False)
     _assert_same(_weights(full.checkpoint), _weights(resumed.checkpoint))
@@ -104,10 +104,11 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, debug_dataset, mon
         pretrain(cfg, progress=False)
     run = cfg.run_dir
     assert any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
-    assert [p.name for p in list_checkpoints(run)] == ["00000010"]  # the partial one is ignored (and removed)
+    assert [p.name for p in list_checkpoints(run)] == ["00000010"]  # the partial one is ignored
     monkeypatch.setattr(ckpt_mod, "save_file", real_save_file)
     resumed = pretrain(cfg, resume=True, progress=False)
     assert resumed.step == 20
+    assert not any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())  # cleaned by the next save
 
 
 def test_nan_loss_stops_with_step_and_last_good_checkpoint(tmp_path, debug_dataset, monkeypatch):

@@ -69,6 +69,19 @@ def optimizer_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str,
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state the memory layout (e.g. channels_last) of its parameter.
+
+    safetensors stores contiguous tensors; the fused AdamW kernel walks a parameter and its
+    moments element by element in memory order, so a channels_last weight with a contiguous
+    moment would pair the wrong elements.
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def rng_tensors() -> dict[str, torch.Tensor]:
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -98,8 +111,8 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in root.glob(".tmp-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     (tmp / "state").mkdir(parents=True)
 
     model.save_pretrained(tmp / "model")
@@ -129,8 +142,6 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
 
 
@@ -174,6 +185,7 @@ def load_checkpoint(
         target.load_state_dict(load_file(path / "state" / "target.safetensors"), strict=True)
         meta = json.loads((path / "state" / "trainer.json").read_text())
         optimizer.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), meta["optimizer"]))
+        match_param_layout(optimizer)
         restore_rng(load_file(path / "state" / "rng.safetensors"))
     except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"checkpoint '{path}' could not be loaded: {err}") from None
