@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from scaled_ql.config import ConfigError
 
     try:
@@ -106,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             import shutil
 
             shutil.rmtree(out)
-        collect_dataset(cfg, out)
+        collect_dataset(cfg, out, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
         print(f"dataset written to {out}")
     elif args.command == "pretrain":
         from scaled_ql.train.trainer import pretrain

@@ -17,7 +17,7 @@ def test_every_config_file_validates(path):
 
 
 def test_overrides_apply_with_yaml_types():
-    cfg = load_config(CONFIGS[0], ["train.steps=7", "loss.cql_alpha=0.5", "games=[Pong, Breakout]", "train.lr=3e-4"])
+    cfg = load_config(CONFIGS[0].parent / "debug.yaml", ["train.steps=7", "loss.cql_alpha=0.5", "games=[Pong, Breakout]", "train.lr=3e-4"])
     assert cfg.train.steps == 7 and cfg.loss.cql_alpha == 0.5 and cfg.games == ["Pong", "Breakout"]
     assert cfg.train.lr == pytest.approx(3e-4)
 
