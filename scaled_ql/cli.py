@@ -72,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may follow options or other positionals (`bench train --config X a.b=1`).
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     args.argv = argv
     from scaled_ql.config import ConfigError
 
@@ -107,7 +113,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             import shutil
 
             shutil.rmtree(out)
-        collect_dataset(cfg, out, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
+        policy = None
+        if cfg.prep.policy == "epsilon_greedy":
+            from scaled_ql.eval.run import checkpoint_policy
+
+            if not cfg.prep.checkpoint:
+                raise ValueError("config key 'prep.checkpoint': expected a checkpoint for prep.policy=epsilon_greedy, found ''")
+            policy = checkpoint_policy(cfg.prep.checkpoint, cfg.games, cfg.env)
+        collect_dataset(cfg, out, policy=policy, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
         print(f"dataset written to {out}")
     elif args.command == "pretrain":
         from scaled_ql.train.trainer import pretrain

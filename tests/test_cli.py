@@ -46,6 +46,16 @@ def test_prep_pretrain_evaluate_end_to_end(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(run), "--games", "Seaquest", "--episodes", "1"]) == 2
     assert "Seaquest" in capsys.readouterr().err
 
+    # Epsilon-greedy data from the checkpoint just trained, games in another order than its heads.
+    greedy_data = tmp_path / "greedy"
+    assert main(["prep", "--config", DEBUG, f"data.path={greedy_data}", "games=[Breakout, Pong]",
+                 "prep.policy=epsilon_greedy", "prep.epsilon=0.05", f"prep.checkpoint={run}"]) == 0
+    card = (greedy_data / "README.md").read_text()
+    assert "0.05" in card and "prep.policy=epsilon_greedy" in card
+    assert main(["prep", "--config", DEBUG, f"data.path={tmp_path / 'x'}", "games=[Seaquest]",
+                 "prep.policy=epsilon_greedy", f"prep.checkpoint={run}"]) == 2
+    assert "no head for ['Seaquest']" in capsys.readouterr().err
+
 
 def test_errors_name_the_culprit(tmp_path, capsys):
     assert main(["info", "--config", DEBUG, "train.setps=3"]) == 2

@@ -24,6 +24,30 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model.to(device).eval(), source
 
 
+def checkpoint_policy(path: str | Path, games: list[str], env_cfg=None):
+    """Greedy policy of a checkpoint for ``games``: ``policy(obs, i)`` acts in ``games[i]``.
+
+    Maps each game to the checkpoint's own head by name, so the caller's game order need not
+    match the checkpoint's. Stops naming the game when the checkpoint has no head for it, and
+    naming the key when its preprocessing differs from ``env_cfg``.
+    """
+    import torch
+
+    from scaled_ql.train.trainer import make_policy
+
+    model, source = load_model(path)
+    missing = [g for g in games if g not in model.games]
+    if missing:
+        raise ConfigError(f"checkpoint '{source}' has no head for {missing}; it knows {model.games}")
+    if env_cfg is not None and model.env_cfg != env_cfg:
+        diffs = [f"env.{k}: checkpoint {getattr(model.env_cfg, k)!r}, config {getattr(env_cfg, k)!r}"
+                 for k in env_cfg.__dataclass_fields__ if getattr(model.env_cfg, k) != getattr(env_cfg, k)]
+        raise ConfigError(f"checkpoint '{source}' expects other preprocessing: {'; '.join(diffs)}")
+    greedy = make_policy(model, torch.device("cpu"))
+    heads = [model.games.index(g) for g in games]
+    return lambda obs, i: greedy(obs, heads[i])
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
