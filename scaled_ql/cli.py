@@ -134,7 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             report = bench.bench_train(cfg, seconds=args.seconds)
         else:
             report = bench.bench_sampler(
-                path=str(args.data) if args.data else None, batch_size=cfg.train.batch_size, seconds=args.seconds
+                path=str(args.data) if args.data else None, batch_size=cfg.train.batch_size, seconds=args.seconds,
+                games=cfg.games, n_step=cfg.data.n_step,
             )
         print(json.dumps(report, indent=1))
     elif args.command == "info":

@@ -46,6 +46,18 @@ def test_prep_pretrain_evaluate_end_to_end(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(run), "--games", "Seaquest", "--episodes", "1"]) == 2
     assert "Seaquest" in capsys.readouterr().err
 
+    # A checkpoint whose config this version cannot build is refused with the key named.
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(run / "checkpoints" / "00000020" / "model", broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["model"]["backbone"] = "resnet9000"
+    (broken / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--checkpoint", str(broken), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "broken" in err and "model.backbone" in err and "resnet9000" in err
+
     # Epsilon-greedy data from the checkpoint just trained, games in another order than its heads.
     greedy_data = tmp_path / "greedy"
     assert main(["prep", "--config", DEBUG, f"data.path={greedy_data}", "games=[Breakout, Pong]",
