@@ -33,9 +33,10 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 
 def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_dataset):
-    cfg = debug_config(tmp_path, f"data.path={debug_dataset}")
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "train.eval_every=10")
     result = pretrain(cfg, progress=False)
     run = result.run_dir
+    assert (run / "eval" / "step_00000010" / "eval.json").is_file()  # periodic evaluation
     assert result.step == cfg.train.steps
     assert [p.name for p in list_checkpoints(run)] == ["00000010", "00000020"]
     ckpt = latest_checkpoint(run)
@@ -47,6 +48,15 @@ def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_datas
     evaluation = json.loads((run / "eval" / "final" / "eval.json").read_text())
     assert set(evaluation["games"]) == {"Pong", "Breakout"}
     assert (run / "eval" / "final" / "eval.png").stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("loss/td", "loss/cql", "loss/dr3", "q/data", "q/pi", "q_data_per_game/Pong", "q_data_per_game/Breakout",
+                "eval_return/Pong", "perf/updates_per_s"):
+        assert tag in tags, tag
+    assert [e.step for e in events.Scalars("loss/td")] == [5, 10, 15, 20]
     trainer_state = json.loads((ckpt / "state" / "trainer.json").read_text())
     assert trainer_state["step"] == 20 and "sampler" in trainer_state
 
@@ -147,5 +157,12 @@ def test_existing_run_without_resume_is_refused(tmp_path, debug_dataset):
 def test_missing_dataset_fails_before_any_work(tmp_path):
     cfg = debug_config(tmp_path, f"data.path={tmp_path / 'nowhere'}")
     with pytest.raises(Exception, match="nowhere"):
+        pretrain(cfg, progress=False)
+    assert not cfg.run_dir.exists()
+
+
+def test_frame_size_mismatch_names_dataset_and_key(tmp_path, debug_dataset):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "env.frame_size=64")
+    with pytest.raises(ConfigError, match=r"frames of shape \(84, 84\).*env.frame_size"):
         pretrain(cfg, progress=False)
     assert not cfg.run_dir.exists()

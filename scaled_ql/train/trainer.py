@@ -105,6 +105,12 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
 
     # Everything that can fail on bad input fails here, before any long work.
     store = ReplayStore(cfg.data.path, cfg.games)
+    expected = (cfg.env.frame_size, cfg.env.frame_size)
+    if tuple(store.frame_shape) != expected:
+        raise ConfigError(
+            f"dataset '{cfg.data.path}' holds frames of shape {tuple(store.frame_shape)}, but config key "
+            f"'env.frame_size' expects {expected}"
+        )
     sampler = Sampler.from_config(store, cfg.data, cfg.train.batch_size, frame_stack=cfg.env.frame_stack, seed=cfg.seed)
     run_dir = _prepare_run_dir(cfg, resume)
 
