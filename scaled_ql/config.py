@@ -102,9 +102,25 @@ class ModelConfig:
     """The shared backbone, the per-game heads and the value representation."""
 
     backbone: str = "nature"
-    """Backbone name from ``scaled_ql.models.BACKBONES`` (``nature``, ``impala``)."""
+    """Backbone name from ``scaled_ql.models.BACKBONES`` (``nature``, ``impala``, ``resnet18``,
+    ``resnet34``, ``resnet50``, ``resnet101``, ``vit``)."""
     width: int = 1
-    """Channel multiplier for the backbone (IMPALA: 16/32/32 channels times width)."""
+    """Channel multiplier for the CNN backbones (IMPALA: 16/32/32 channels times width; ResNet:
+    its stage widths times width)."""
+    norm_groups: int = 32
+    """Groups of the group normalization in the ResNet backbones (Scaled QL uses group norm,
+    never batch norm: batch statistics break TD learning)."""
+    patch_size: int = 12
+    """ViT: side of the square patches (84 / 12 = 7 x 7 patches)."""
+    vit_hidden: int = 256
+    """ViT: transformer width."""
+    vit_depth: int = 4
+    """ViT: number of transformer layers."""
+    vit_heads: int = 4
+    """ViT: attention heads per layer."""
+    shared_head: bool = False
+    """One head over the full 18-action set shared by all games (Multi-Game DT style) instead of
+    one head per game; requires ``env.full_action_space``."""
     feature_dim: int = 512
     """Size of the penultimate representation phi(s) that DR3 regularizes."""
     feature_norm: bool = False
@@ -117,12 +133,18 @@ class ModelConfig:
     """Lowest atom of the C51 support."""
     v_max: float = 10.0
     """Highest atom of the C51 support."""
+    hl_gauss_sigma: float = 0.75
+    """HL-Gauss: standard deviation of the Gaussian smoothing, in bin widths (Farebrother et al., 2024)."""
 
     def __post_init__(self) -> None:
         _check(self.width >= 1, "model.width", "at least 1", self.width)
         _check(self.feature_dim >= 1, "model.feature_dim", "at least 1", self.feature_dim)
         _check(self.num_atoms >= 2, "model.num_atoms", "at least 2", self.num_atoms)
         _check(self.v_max > self.v_min, "model.v_max", f"greater than model.v_min={self.v_min}", self.v_max)
+        _check(self.norm_groups >= 1, "model.norm_groups", "at least 1", self.norm_groups)
+        _check(self.patch_size >= 1, "model.patch_size", "at least 1", self.patch_size)
+        _check(self.vit_hidden % max(self.vit_heads, 1) == 0, "model.vit_hidden", f"a multiple of model.vit_heads={self.vit_heads}", self.vit_hidden)
+        _check(self.hl_gauss_sigma > 0, "model.hl_gauss_sigma", "a positive number", self.hl_gauss_sigma)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -237,6 +259,12 @@ class ExperimentConfig:
         _check(len(set(self.games)) == len(self.games), "games", "no repeated game", self.games)
         overlap = sorted(set(self.games) & set(self.held_out_games))
         _check(not overlap, "held_out_games", "no game that is also in 'games'", overlap)
+        _check(
+            not self.model.shared_head or self.env.full_action_space,
+            "model.shared_head",
+            "false unless env.full_action_space is true (a shared head needs one action set for all games)",
+            self.model.shared_head,
+        )
         _check(
             self.train.batch_size % len(self.games) == 0,
             "train.batch_size",
