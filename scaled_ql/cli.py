@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
     p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
 
+    p = sub.add_parser("push", help="publish a checkpoint (weights, config, card, evaluation, TensorBoard logs) to the Hub",
+                       description="Build an upload folder from a checkpoint: model.safetensors, config.json, "
+                       "train_config.json, a model card (README.md) with a model-index of per-game results, eval.json, "
+                       "eval.png and the run's TensorBoard logs; then create the Hub repo and upload it in one commit.")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a run folder, a checkpoint folder or its model/ folder")
+    p.add_argument("--repo-id", required=True, help="Hub repo id, e.g. your-name/scaled-ql-atari")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", action="store_true", help="build the folder and list it; upload nothing")
+    p.add_argument("--eval", type=Path, default=None, help="eval.json to report (default: the run's evaluation of that checkpoint)")
+    p.add_argument("--out", type=Path, default=None, help="where to build the upload folder (default: a temporary folder)")
+
     p = sub.add_parser("info", help="print the resolved config and the model's parameter count")
     _add_config(p)
     return parser
@@ -84,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -100,6 +111,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.checkpoint, episodes=args.episodes, games=args.games, max_episode_steps=args.max_episode_steps,
             num_envs=args.num_envs, seed=args.seed, out_dir=args.out, progress=not args.no_progress,
         )
+        return 0
+
+    if args.command == "push":
+        from scaled_ql.hub.push import push_checkpoint
+
+        report = push_checkpoint(args.checkpoint, args.repo_id, private=args.private, dry_run=args.dry_run,
+                                 eval_json=args.eval, out_dir=args.out)
+        print(json.dumps(report, indent=1))
         return 0
 
     cfg = load_config(args.config, args.overrides)

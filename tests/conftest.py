@@ -25,3 +25,12 @@ def debug_dataset(tmp_path_factory) -> Path:
     cfg = load_config(CONFIGS / "debug.yaml", [f"data.path={out}"])
     collect_dataset(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def debug_run(tmp_path_factory, debug_dataset) -> Path:
+    """A finished 20-step debug run (checkpoints, TensorBoard logs, final evaluation)."""
+    from scaled_ql.train.trainer import pretrain
+
+    tmp = tmp_path_factory.mktemp("debug_run")
+    return pretrain(debug_config(tmp, f"data.path={debug_dataset}"), progress=False).run_dir
