@@ -24,6 +24,22 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model.to(device).eval(), source
 
 
+def _train_config(source: str | Path):
+    """The training config saved beside the weights (a local folder or a Hub repo), if any."""
+    local = Path(source) / "train_config.json"
+    if local.is_file():
+        return load_config_json(local)
+    if Path(source).exists():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:  # a Hub repo id
+        path = hf_hub_download(str(source), "train_config.json")
+    except Exception:  # noqa: BLE001 - a repo without it (or offline): evaluate with the defaults
+        return None
+    return load_config_json(path)
+
+
 def checkpoint_policy(path: str | Path, games: list[str], env_cfg=None):
     """Greedy policy of a checkpoint for ``games``: ``policy(obs, i)`` acts in ``games[i]``.
 
@@ -65,8 +81,7 @@ def evaluate_checkpoint(
     from scaled_ql.train.trainer import make_policy
 
     model, source = load_model(checkpoint)
-    train_cfg_path = Path(source) / "train_config.json"
-    cfg = load_config_json(train_cfg_path) if train_cfg_path.is_file() else None
+    cfg = _train_config(source)
     eval_cfg = cfg.eval if cfg is not None else EvalConfig()
     changes = {k: v for k, v in {"episodes": episodes, "max_episode_steps": max_episode_steps, "num_envs": num_envs}.items() if v is not None}
     eval_cfg = dataclasses.replace(eval_cfg, **changes)
