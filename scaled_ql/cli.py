@@ -29,14 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaled-ql", description="Offline multi-game Q-learning on Atari (CQL + DR3).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prep", help="play each game in ALE with a behaviour policy and write a dataset",
-                       description="Roll out the behaviour policy of the config's `prep` section (uniform random, or "
-                       "epsilon-greedy from a checkpoint) in every game of `games` and write one row per step "
-                       "(single 84x84 frame, action, raw reward, terminal, truncated, episode id, game) as Arrow "
-                       "files with a dataset card.")
+    p = sub.add_parser("prep", help="make a dataset: play ALE, or convert DQN-Replay / RL Unplugged files",
+                       usage="scaled-ql prep [ale|dqn-replay|rlu] --config FILE [options] [key=value ...]",
+                       description="SOURCE (first word, default ale): `ale` rolls out the behaviour policy of the "
+                       "config's `prep` section (uniform random, or epsilon-greedy from a checkpoint) in every game of "
+                       "`games`; `dqn-replay` converts Dopamine replay logs under --root (<Game>/<run>/replay_logs/); "
+                       "`rlu` converts RL Unplugged Atari TFRecord shards given by --input. Every source writes one "
+                       "row per step (single 84x84 frame, action, reward, terminal, truncated, episode id, game) as "
+                       "Arrow files with a dataset card.")
     _add_config(p)
     p.add_argument("--out", type=Path, default=None, help="dataset folder to write (default: the config's data.path)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--root", type=Path, default=None, help="dqn-replay: folder holding <Game>/<run>/replay_logs/")
+    p.add_argument("--runs", type=int, nargs="+", default=[1], help="dqn-replay: run numbers to convert (default: 1)")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=None, help="dqn-replay: checkpoint numbers (default: all)")
+    p.add_argument("--first-fraction", type=float, default=None,
+                   help="dqn-replay: keep the first fraction of each run's checkpoints (Scaled QL's sub-optimal data: 0.2)")
+    p.add_argument("--sample-fraction", type=float, default=None,
+                   help="dqn-replay: keep this fraction of each checkpoint's transitions, as whole episodes (CQL: 0.01, 0.1)")
+    p.add_argument("--input", nargs="+", default=None, help="rlu: TFRecord files, folders or globs")
+    p.add_argument("--skip-bad", action="store_true", help="dqn-replay/rlu: skip unreadable inputs and list them at the end")
 
     p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
                        description="Train on the dataset at data.path; checkpoints, TensorBoard logs and the final "
@@ -60,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure a hot path and print JSON (not a test)",
                        description="`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; "
-                       "`sampler`: stacked n-step transitions/s from a memory-mapped dataset.")
-    p.add_argument("what", choices=["train", "sampler"], help="which hot path")
+                       "`sampler`: stacked n-step transitions/s from a memory-mapped dataset; `model`: parameters, "
+                       "forward+backward time per sample and FLOPs per update of every backbone; `distributed`: "
+                       "update throughput of 1 process x 1 thread against 2 processes x 1 thread (scaling efficiency).")
+    p.add_argument("what", choices=["train", "sampler", "model", "distributed"], help="which hot path")
     _add_config(p)
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
     p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
@@ -121,8 +135,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
         return 0
 
+    sources = ("ale", "dqn-replay", "rlu")
+    source = "ale"
+    if args.command == "prep" and args.overrides and args.overrides[0] in sources:
+        source, args.overrides = args.overrides[0], args.overrides[1:]
     cfg = load_config(args.config, args.overrides)
-    if args.command == "prep":
+    if args.command == "prep" and source != "ale":
+        _convert(source, cfg, args)
+    elif args.command == "prep":
         from data_prep.rollout import collect_dataset
 
         out = args.out or Path(cfg.data.path)
@@ -151,12 +171,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.what == "train":
             report = bench.bench_train(cfg, seconds=args.seconds)
+        elif args.what == "model":
+            report = bench.bench_model(cfg, batch_size=cfg.train.batch_size)
+        elif args.what == "distributed":
+            report = bench.bench_distributed(args.config, args.overrides, seconds=args.seconds)
         else:
             report = bench.bench_sampler(
                 path=str(args.data) if args.data else None, batch_size=cfg.train.batch_size, seconds=args.seconds,
                 games=cfg.games, n_step=cfg.data.n_step,
             )
-        print(json.dumps(report, indent=1))
+        if report is not None:  # under several processes only the main one reports
+            print(json.dumps(report, indent=1))
     elif args.command == "info":
         from scaled_ql.models import build_model, count_parameters
 
@@ -165,6 +190,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({"parameters": count_parameters(model), "games": len(cfg.games),
                           "action_counts": dict(zip(cfg.games, model.action_counts))}, indent=1))
     return 0
+
+
+def _convert(source: str, cfg, args: argparse.Namespace) -> None:
+    """``scaled-ql prep dqn-replay|rlu``: convert files in a published format into a dataset."""
+    out = args.out or Path(cfg.data.path)
+    command = " ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)])
+    if source == "dqn-replay":
+        from data_prep.dqn_replay import convert_dqn_replay
+
+        if args.root is None:
+            raise ValueError("prep dqn-replay: --root is required (the folder holding <Game>/<run>/replay_logs/)")
+        convert_dqn_replay(args.root, out, cfg.games, runs=tuple(args.runs), checkpoints=args.checkpoints,
+                           first_fraction=args.first_fraction, sample_fraction=args.sample_fraction, seed=cfg.seed,
+                           skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+    else:
+        from data_prep.rl_unplugged import convert_rl_unplugged
+
+        if not args.input:
+            raise ValueError("prep rlu: --input is required (TFRecord files, folders or globs)")
+        convert_rl_unplugged(args.input, out, games=cfg.games, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+    print(f"dataset written to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -211,6 +211,36 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class DistConfig:
+    """How the one training loop is spread over processes (applied at the loop's edge by accelerate).
+
+    ``train.batch_size`` is the global batch; each process draws
+    ``batch_size / (world_size * grad_accum)`` transitions per micro-batch, which must be a
+    multiple of the number of games so every micro-batch stays per-game balanced.
+    """
+
+    backend: str = "ddp"
+    """``ddp`` (plain data parallel; also a single process), ``deepspeed`` (ZeRO through
+    accelerate's DeepSpeed integration) or ``fsdp``."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage (1: optimizer states sharded; 2: also gradients)."""
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 on GPU, fp32 on CPU, whose bf16 matmul is very slow), ``no`` or ``bf16``."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer update."""
+    world_size: int = 0
+    """Number of processes. 0: take the launcher's; the resolved value is recorded in the run's
+    config.json, and a launch with another number stops with both named."""
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("ddp", "deepspeed", "fsdp"), "dist.backend", "'ddp', 'deepspeed' or 'fsdp'", self.backend)
+        _check(self.zero_stage in (1, 2), "dist.zero_stage", "1 or 2", self.zero_stage)
+        _check(self.mixed_precision in ("auto", "no", "bf16"), "dist.mixed_precision", "'auto', 'no' or 'bf16'", self.mixed_precision)
+        _check(self.grad_accum >= 1, "dist.grad_accum", "at least 1", self.grad_accum)
+        _check(self.world_size >= 0, "dist.world_size", "0 (the launcher's) or a positive integer", self.world_size)
+
+
+@dataclass(kw_only=True, slots=True)
 class EvalConfig:
     """ALE evaluation: epsilon-greedy episodes on ale_py's vectorized environment."""
 
@@ -252,6 +282,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:

@@ -11,12 +11,15 @@ import torch
 
 from scaled_ql.config import LossConfig
 from scaled_ql.losses import (
+    TD_LOSSES,
     c51_td_loss,
     categorical_projection,
     cql_penalty,
     double_q_target_scalar,
     dr3_penalty,
     gather_actions,
+    hl_gauss_target,
+    hl_gauss_td_loss,
     per_game_q,
     scalar_td_loss,
     total_loss,
@@ -136,6 +139,81 @@ def test_c51_double_q_picks_next_action_with_online_net():
     torch.testing.assert_close(plain, t([-1.0]), atol=1e-6, rtol=0)
 
 
+# -------------------------------------------------------------------------------- HL-Gauss
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def test_hl_gauss_target_three_bins_by_hand():
+    # bins [-1.5, -0.5], [-0.5, 0.5], [0.5, 1.5] (centers -1, 0, 1); y = 0; sigma = 1 bin width = 1
+    middle = _normal_cdf(0.5) - _normal_cdf(-0.5)  # 0.3829
+    side = _normal_cdf(1.5) - _normal_cdf(0.5)  # 0.2417
+    inside = middle + 2 * side  # 0.8664: the 13% outside [-1.5, 1.5] is renormalized away
+    probs = hl_gauss_target(t([0.0]), t([-1.0, 0.0, 1.0]), sigma=1.0)
+    torch.testing.assert_close(probs, t([[side, middle, side]]) / inside)
+    torch.testing.assert_close(probs, t([[0.2790, 0.4419, 0.2790]]), atol=1e-4, rtol=0)
+
+
+def test_hl_gauss_target_mass_is_one_and_mean_is_kept_inside_the_support():
+    support = torch.arange(-4.5, 5.0, 1.0)  # 10 bins of width 1 tiling [-5, 5]
+    target = t([0.3, -1.7, 2.25, 0.0])  # at least 3 sigma (2.25) from either edge
+    probs = hl_gauss_target(target, support, sigma=0.75)
+    assert probs.shape == (4, 10) and (probs >= 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    # The binned Gaussian's mean (over the centers) matches y up to the mass cut off by the
+    # edges (< 1e-3 here) and the binning error (~exp(-2 pi^2 sigma^2) ~ 1e-5).
+    torch.testing.assert_close((probs * support).sum(-1), target, atol=2e-3, rtol=0)
+
+
+def test_hl_gauss_target_tiny_sigma_puts_all_mass_in_the_bin_of_the_target():
+    support = torch.arange(-4.5, 5.0, 1.0)
+    probs = hl_gauss_target(t([0.5, -4.5, 3.2]), support, sigma=0.01)
+    for row, bin_ in zip(probs, (5, 0, 8)):  # centre of bin 5 [0, 1], of bin 0 [-5, -4]; inside bin 8 [3, 4]
+        assert row[bin_] > 0.999 and row.argmax() == bin_
+
+
+def test_hl_gauss_target_beyond_the_support_lands_on_the_edge_bins():
+    support = torch.arange(-4.5, 5.0, 1.0)
+    probs = hl_gauss_target(t([5.0, 7.0, 1e6, -1e6]), support, sigma=0.75)
+    assert torch.isfinite(probs).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    # y clamped to the edge 5: last bin P(-1.33 < Z < 0) / P(Z < 0) = 0.818, next P(-2.67 < Z < -1.33) / 0.5
+    last = (0.5 - _normal_cdf(-1 / 0.75)) / 0.5
+    next_ = (_normal_cdf(-1 / 0.75) - _normal_cdf(-2 / 0.75)) / 0.5
+    for row in probs[:3]:
+        torch.testing.assert_close(row[-2:], t([next_, last]), atol=1e-5, rtol=0)
+        assert row[-2:].sum() > 0.99
+    torch.testing.assert_close(probs[3], probs[0].flip(0))  # below v_min: the mirror image
+
+
+def test_hl_gauss_loss_gradient_raises_the_logit_of_the_target_bin():
+    support = torch.arange(-4.5, 5.0, 1.0)
+    logits = torch.zeros(2, 3, 10, requires_grad=True)  # uniform online distributions
+    action, target = t([1, 2]), t([2.5, -3.0])  # bin 7's centre; the edge between bins 1 and 2
+    loss, td_error = hl_gauss_td_loss(logits, action, target, support, sigma=0.75)
+    torch.testing.assert_close(loss, t(math.log(10.0)))  # -sum_i p_i log(1/10), whatever p
+    torch.testing.assert_close(td_error, target)  # uniform online mean is 0
+    loss.backward()
+    probs = hl_gauss_target(target, support, 0.75)
+    torch.testing.assert_close(logits.grad[0, 1], (0.1 - probs[0]) / 2)  # (softmax - target) / B
+    assert logits.grad[0, 1].argmin() == 7 and logits.grad[0, 1, 7] < 0  # descent raises bin 7
+    assert logits.grad[1, 2, 1] < 0 and logits.grad[1, 2, 2] < 0
+    torch.testing.assert_close(logits.grad[1, 2, 1], logits.grad[1, 2, 2])  # target on their shared edge
+    assert torch.equal(logits.grad[0, 0], torch.zeros(10)) and torch.equal(logits.grad[1, :2], torch.zeros(2, 10))
+    with torch.no_grad():  # a step along the gradient lowers the loss
+        lower, _ = hl_gauss_td_loss(logits - 1.0 * logits.grad, action, target, support, sigma=0.75)
+    assert lower < loss
+
+
+def test_hl_gauss_target_is_detached():
+    target = torch.zeros(1, requires_grad=True)
+    logits = torch.zeros(1, 2, 3, requires_grad=True)
+    hl_gauss_td_loss(logits, t([0]), target, t([-1.0, 0.0, 1.0]), 0.75)[0].backward()
+    assert target.grad is None and logits.grad is not None
+
+
 # ------------------------------------------------------------------------------------- CQL
 
 
@@ -228,11 +306,69 @@ def test_total_loss_c51_matches_c51_td_loss():
     next_target = SimpleNamespace(q=next_q_target, logits=next_logits, features=torch.ones(1, 2))
     batch = SimpleNamespace(action=t([0]), reward=t([1.0]), discount=t([0.0]), game=t([0]))
     cfg = LossConfig(cql_alpha=0.0, dr3_coef=0.0)
-    loss, metrics = total_loss(out, next_online, next_target, batch, cfg, support)
+    loss, metrics = total_loss(out, next_online, next_target, batch, cfg, value="c51", support=support)
     torch.testing.assert_close(loss, t(math.log(3.0)))
     torch.testing.assert_close(metrics["q/target"], t(1.0))
-    with pytest.raises(ValueError, match="support"):
-        total_loss(out, next_online, next_target, batch, cfg, None)
+    with pytest.raises(ValueError, match="^support: expected a tensor for the 'c51' TD loss"):
+        total_loss(out, next_online, next_target, batch, cfg, value="c51", support=None)
+
+
+def _distributional_outputs():
+    """Two samples, 2 actions, 4 bins/atoms on z = [-1.5, -0.5, 0.5, 1.5] (HL-Gauss edges -2..2)."""
+    support = t([-1.5, -0.5, 0.5, 1.5])
+    logits = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]], [[0.0, 1.0, 1.0, 0.0], [3.0, 0.0, 0.0, 0.0]]], requires_grad=True)
+    q = (logits.softmax(-1) * support).sum(-1)
+    out = SimpleNamespace(q=q, logits=logits, features=torch.ones(2, 2))
+    next_logits = t([[[0.0, 0.0, 0.0, 5.0], [5.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0]]])
+    next_target = SimpleNamespace(q=(next_logits.softmax(-1) * support).sum(-1), logits=next_logits, features=torch.ones(2, 2))
+    next_online = SimpleNamespace(q=t([[1.0, 0.0], [0.0, 1.0]]), logits=None, features=torch.ones(2, 2))  # a* = 0, 1
+    batch = SimpleNamespace(action=t([1, 0]), reward=t([0.5, -0.2]), discount=t([0.9, 0.0]), game=t([0, 0]))
+    return support, out, next_online, next_target, batch
+
+
+@pytest.mark.parametrize("value", sorted(TD_LOSSES))
+def test_total_loss_dispatches_on_value_kind(value):
+    cfg = LossConfig(cql_alpha=0.0, dr3_coef=0.0)
+    if value == "scalar":
+        out, next_online, next_target, batch = _scalar_outputs()
+        loss, _ = total_loss(out, next_online, next_target, batch, cfg, value="scalar")
+        torch.testing.assert_close(loss, t(0.3))  # the Huber case worked out above
+        return
+    support, out, next_online, next_target, batch = _distributional_outputs()
+    loss, metrics = total_loss(out, next_online, next_target, batch, cfg, value=value, support=support, hl_gauss_sigma=0.5)
+    y = batch.reward + batch.discount * next_target.q[[0, 1], [0, 1]]  # double Q: a* from the online net
+    torch.testing.assert_close(metrics["q/target"], y.mean())
+    if value == "c51":
+        expected, _ = c51_td_loss(out.logits, batch.action, batch.reward, batch.discount, next_target.logits,
+                                  next_online.q, next_target.q, support, True)
+    else:
+        expected, _ = hl_gauss_td_loss(out.logits, batch.action, y, support, sigma=0.5)
+    torch.testing.assert_close(loss, expected)
+    others = {k: total_loss(out, next_online, next_target, batch, cfg, value=k, support=support, hl_gauss_sigma=0.5)[0]
+              for k in TD_LOSSES if k != value and TD_LOSSES[k].distributional}
+    assert all(not torch.allclose(loss, other) for other in others.values())  # the kinds really differ
+    loss.backward()
+    assert out.logits.grad is not None
+
+
+def test_total_loss_hl_gauss_adds_cql_on_the_expected_q():
+    support, out, next_online, next_target, batch = _distributional_outputs()
+    td, _ = total_loss(out, next_online, next_target, batch, LossConfig(cql_alpha=0.0, dr3_coef=0.0), value="hl_gauss", support=support)
+    loss, metrics = total_loss(out, next_online, next_target, batch, LossConfig(cql_alpha=0.5, dr3_coef=0.0), value="hl_gauss", support=support)
+    torch.testing.assert_close(loss, td + 0.5 * cql_penalty(out.q, batch.action)[0])
+    torch.testing.assert_close(metrics["q/data"], out.q[[0, 1], [1, 0]].mean())
+
+
+def test_total_loss_value_kind_errors():
+    support, out, next_online, next_target, batch = _distributional_outputs()
+    cfg = LossConfig()
+    with pytest.raises(ValueError, match=r"^value: unknown value kind 'quantile'; valid: c51, hl_gauss, scalar$"):
+        total_loss(out, next_online, next_target, batch, cfg, value="quantile", support=support)
+    with pytest.raises(ValueError, match=r"^out.logits: expected None for value 'scalar'.*c51, hl_gauss"):
+        total_loss(out, next_online, next_target, batch, cfg, value="scalar")
+    s_out, s_next_online, s_next_target, s_batch = _scalar_outputs()
+    with pytest.raises(ValueError, match=r"^out.logits: expected a tensor for the 'hl_gauss' TD loss, found None"):
+        total_loss(s_out, s_next_online, s_next_target, s_batch, cfg, value="hl_gauss", support=support)
 
 
 def test_total_loss_shape_errors_name_the_culprit():
@@ -261,6 +397,11 @@ def test_total_loss_shape_errors_name_the_culprit():
                                 torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(5), True),
             "reward",
         ),
+        (lambda: hl_gauss_target(torch.zeros(2, 1), torch.zeros(5), 0.75), "target"),
+        (lambda: hl_gauss_target(torch.zeros(2), torch.zeros(5, 1), 0.75), "support"),
+        (lambda: hl_gauss_target(torch.zeros(2), torch.linspace(-1, 1, 5), 0.0), "sigma"),
+        (lambda: hl_gauss_td_loss(torch.zeros(2, 3, 5), t([0, 1]), torch.zeros(2, 1), torch.zeros(5), 0.75), "target"),
+        (lambda: hl_gauss_td_loss(torch.zeros(2, 3, 5), t([0, 1]), torch.zeros(2), torch.zeros(4), 0.75), "support"),
         (lambda: per_game_q(torch.zeros(4), t([0, 1]), 2), "game"),
     ],
 )

@@ -7,6 +7,7 @@ import torch
 
 from scaled_ql.config import load_config
 from scaled_ql.games import get_game
+from scaled_ql.losses import TD_LOSSES
 from scaled_ql.models import BACKBONES, VALUE_HEADS, MultiGameQNetwork, build_model
 
 
@@ -24,7 +25,7 @@ def test_forward_shapes_masking_and_round_trip(tmp_path, backbone, value):
     n_breakout = get_game("Breakout").num_actions
     assert torch.isinf(out.q[1, n_breakout:]).all() and torch.isfinite(out.q[1, :n_breakout]).all()
     assert torch.isfinite(out.q[0]).all() or get_game("Pong").num_actions < a_max
-    if value == "c51":
+    if model.distributional:
         assert out.logits.shape == (4, a_max, cfg.model.num_atoms)
         q = (out.logits.softmax(-1) * model.support).sum(-1)
         assert torch.allclose(q[:, :n_breakout][1], out.q[1, :n_breakout])
@@ -37,6 +38,58 @@ def test_forward_shapes_masking_and_round_trip(tmp_path, backbone, value):
     loaded = MultiGameQNetwork.from_pretrained(tmp_path, strict=True).eval()
     assert loaded.games == ["Pong", "Breakout"] and loaded.model_cfg == model.model_cfg
     assert torch.equal(loaded(obs, game).q, out.q)
+
+
+def test_value_heads_and_td_losses_share_their_names():
+    assert set(VALUE_HEADS) == set(TD_LOSSES) == {"scalar", "c51", "hl_gauss"}
+    for name, head in VALUE_HEADS.items():
+        cfg = load_config(None, [f"model.value={name}"]).model
+        assert TD_LOSSES[name].distributional == (head.support(cfg) is not None)
+
+
+def test_support_is_c51_atoms_or_hl_gauss_bin_centers():
+    def support(value):
+        return build_model(load_config(None, [f"model.value={value}", "model.num_atoms=4", "model.v_min=-2", "model.v_max=2",
+                                              "model.feature_dim=8"])).support
+
+    torch.testing.assert_close(support("c51"), torch.tensor([-2.0, -2 / 3, 2 / 3, 2.0]))  # atoms include both ends
+    torch.testing.assert_close(support("hl_gauss"), torch.tensor([-1.5, -0.5, 0.5, 1.5]))  # centers of 4 bins tiling [-2, 2]
+    assert support("scalar") is None
+
+
+@pytest.mark.parametrize("value", sorted(VALUE_HEADS))
+def test_shared_head_gives_every_game_18_actions_and_round_trips(tmp_path, value):
+    cfg = load_config(None, ["games=[Pong, Breakout, Seaquest]", "train.batch_size=30", "env.full_action_space=true", "model.shared_head=true",
+                             f"model.value={value}", "model.feature_dim=16", "model.num_atoms=5"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.heads.out_features == 18 * (5 if model.distributional else 1)  # one head, not one per game
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    obs = torch.cat([obs, obs, obs])
+    game = torch.tensor([0, 0, 1, 1, 2, 2])
+    out = model(obs, game)
+    assert out.q.shape == (6, 18) and torch.isfinite(out.q).all()  # all 18 actions valid for every game
+    assert torch.equal(out.q[0:2], out.q[2:4]) and torch.equal(out.q[0:2], out.q[4:6])  # same head for all games
+    model.save_pretrained(tmp_path)
+    loaded = MultiGameQNetwork.from_pretrained(tmp_path, strict=True).eval()
+    assert loaded.model_cfg.shared_head and loaded.num_heads == 1
+    assert torch.equal(loaded(obs, game).q, out.q)
+
+
+def test_shared_head_needs_the_full_action_space():
+    cfg = load_config(None, ["env.full_action_space=true", "model.shared_head=true", "model.feature_dim=8"])
+    model_dict = {name: getattr(cfg.model, name) for name in cfg.model.__dataclass_fields__}
+    env_dict = {name: getattr(cfg.env, name) for name in cfg.env.__dataclass_fields__} | {"full_action_space": False}
+    with pytest.raises(ValueError, match=r"model.shared_head.*env.full_action_space"):
+        MultiGameQNetwork(games=cfg.games, model=model_dict, env=env_dict)
+
+
+def test_unknown_value_head_lists_valid_ones():
+    cfg = load_config(None, ["model.feature_dim=8"])
+    model_dict = {name: getattr(cfg.model, name) for name in cfg.model.__dataclass_fields__} | {"value": "quantile"}
+    env_dict = {name: getattr(cfg.env, name) for name in cfg.env.__dataclass_fields__}
+    with pytest.raises(ValueError, match=r"model.value.*quantile.*valid: c51, hl_gauss, scalar"):
+        MultiGameQNetwork(games=cfg.games, model=model_dict, env=env_dict)
 
 
 def test_heads_are_per_game():

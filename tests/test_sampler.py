@@ -169,8 +169,23 @@ def test_determinism_ranks_and_exact_resume(store):
         x, y = uninterrupted.sample(), resumed.sample()
         for field in ("obs", "action", "reward", "discount", "next_obs", "game"):
             assert np.array_equal(getattr(x, field), getattr(y, field))
-    with pytest.raises(ValueError, match="batch_size=8 but this sampler has batch_size=16"):
+    with pytest.raises(ValueError, match="global_batch_size=8 but this sampler has global_batch_size=16"):
         make_sampler(store, batch_size=16).load_state_dict(state)
+
+
+def test_ranks_split_one_global_batch(store):
+    """2 ranks with B/2 each draw exactly the rows 1 rank with B draws (game by game), and a state
+    saved by one layout resumes in the other."""
+    single = make_sampler(store, seed=5, batch_size=8)
+    halves = [make_sampler(store, seed=5, batch_size=4, rank=r, world_size=2) for r in range(2)]
+    for _ in range(3):
+        whole = single.sample_rows().reshape(2, 4)  # [games, per-game rows]
+        parts = [h.sample_rows().reshape(2, 2) for h in halves]
+        assert np.array_equal(whole, np.concatenate(parts, axis=1))
+    state = json.loads(json.dumps(halves[0].state_dict()))
+    resumed = make_sampler(store, seed=0, batch_size=8)
+    resumed.load_state_dict(state)
+    assert np.array_equal(resumed.sample_rows(), single.sample_rows())
 
 
 def test_store_game_list_must_match_the_data(data, tmp_path):

@@ -58,7 +58,7 @@ def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_datas
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("loss/td")] == [5, 10, 15, 20]
     trainer_state = json.loads((ckpt / "state" / "trainer.json").read_text())
-    assert trainer_state["step"] == 20 and "sampler" in trainer_state
+    assert trainer_state["step"] == 20 and trainer_state["world_size"] == 1 and "sampler" in trainer_state["ranks"][0]
 
 
 def test_resume_is_bitwise_exact(tmp_path, debug_dataset):

@@ -30,9 +30,14 @@ class Sampler:
     """Draws :class:`Batch` es of ``batch_size`` transitions, ``batch_size / num_games`` per game.
 
     Games appear in the order of ``store.games`` (sample ``i`` belongs to game
-    ``i // (batch_size // num_games)``). ``batch_size`` is this rank's batch. Rank ``r`` draws
-    from its own stream (``SeedSequence(seed, spawn_key=(r,))``, i.e. ``SeedSequence(seed).spawn``'s
-    r-th child), so ranks draw independent batches from the whole dataset.
+    ``i // (batch_size // num_games)``). ``batch_size`` is this rank's batch.
+
+    All ranks share one stream of start rows (``SeedSequence(seed)``): each draw is the *global*
+    batch's rows (``world_size * batch_size``, a few kilobytes of integers) and rank ``r`` keeps
+    its own slice of every game's block, so only its own frames are gathered. Hence the global
+    batch does not depend on how many processes share it: 2 processes with B/2 each see exactly
+    the transitions 1 process with B sees, and a run saved by N processes resumes on M with the
+    same data order.
     """
 
     def __init__(
@@ -72,7 +77,7 @@ class Sampler:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.batches_drawn = 0
-        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(self.rank,))))
+        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed)))
 
         rewards = store.reward
         self._reward = np.clip(rewards, -reward_clip, reward_clip).astype(np.float32) if reward_clip > 0 else rewards.astype(np.float32)
@@ -100,7 +105,8 @@ class Sampler:
 
     def sample_rows(self) -> np.ndarray:
         """Draw the next batch's start rows (int64 [B], grouped by game); advances the stream."""
-        u = self._rng.integers(0, self._start_count, size=(len(self.store.games), self.per_game))
+        u = self._rng.integers(0, self._start_count, size=(len(self.store.games), self.per_game * self.world_size))
+        u = u[:, self.rank * self.per_game:(self.rank + 1) * self.per_game]  # this rank's slice of each game
         self.batches_drawn += 1
         return self._starts[(self._start_offset + u).reshape(-1)]
 
@@ -151,12 +157,14 @@ class Sampler:
             "rank": self.rank,
             "world_size": self.world_size,
             "batch_size": self.batch_size,
+            "global_batch_size": self.batch_size * self.world_size,
             "games": list(self.store.games),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the next batches equal those of an uninterrupted sampler."""
-        for key, mine in (("batch_size", self.batch_size), ("games", list(self.store.games)), ("rank", self.rank)):
+        mine_global = self.batch_size * self.world_size
+        for key, mine in (("global_batch_size", mine_global), ("games", list(self.store.games))):
             if key in state and state[key] != mine:
                 raise ValueError(f"sampler state has {key}={state[key]!r} but this sampler has {key}={mine!r}; the resumed batches would differ")
         try:

@@ -101,7 +101,7 @@ def hl_gauss_target(target: Tensor, support: Tensor, sigma: float) -> Tensor:
     One departure from the reference code: ``target`` y [B] is first clamped to [e_0, e_M]. Inside
     the support this changes nothing; outside, the reference's normalizer underflows to 0 in
     float32 once y is a few s beyond an edge (0/0 = NaN), while the clamped target puts its mass
-    on the edge bins (about 82% on the last bin and 18% on the one before at sigma = 0.75), as
+    on the edge bins (about 82% on the last bin and 17% on the one before at sigma = 0.75), as
     C51's projection clips to its end atoms. Returns probs [B, M], rows summing to 1, no gradient.
     """
     check_shape("support", support, "[M]", (None,))

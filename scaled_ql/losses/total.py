@@ -1,19 +1,22 @@
-"""The offline Q-learning objective: TD (scalar Huber or C51) + cql_alpha * CQL + dr3_coef * DR3.
+"""The offline Q-learning objective: TD + cql_alpha * CQL + dr3_coef * DR3.
 
 This is Dopamine's offline DR3 agent (``offline_dr3_agent.train``) with Scaled QL's C51 option
-(Kumar et al., 2023). The network outputs are any objects with ``.q``, ``.logits`` and
-``.features`` (``scaled_ql.models.QOutput``); this module imports no model and no data code.
+(Kumar et al., 2023) and HL-Gauss (Farebrother et al., 2024). The TD term is picked by the value
+representation's name from :data:`TD_LOSSES` (the same names as ``scaled_ql.models.VALUE_HEADS``).
+The network outputs are any objects with ``.q``, ``.logits`` and ``.features``
+(``scaled_ql.models.QOutput``); this module imports no model and no data code.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 from torch import Tensor
 
 from scaled_ql.losses.cql import cql_penalty
-from scaled_ql.losses.distributional import c51_td_loss
+from scaled_ql.losses.distributional import c51_td_loss, hl_gauss_td_loss
 from scaled_ql.losses.dr3 import dr3_penalty
 from scaled_ql.losses.td import check_action, check_shape, double_q_target_scalar, gather_actions, scalar_td_loss
 
@@ -26,8 +29,53 @@ class ValueOutput(Protocol):
     """What the losses read from a network's output (``scaled_ql.models.QOutput`` fits)."""
 
     q: Tensor  # [B, A], -inf at actions the sample's game lacks
-    logits: Tensor | None  # [B, A, M] for C51, None for the scalar head
+    logits: Tensor | None  # [B, A, M] for a distributional head (c51, hl_gauss), None for scalar
     features: Tensor  # [B, D], phi(s)
+
+
+@dataclass(frozen=True)
+class TDInputs:
+    """Everything a TD loss may read; each loss takes what it needs."""
+
+    out: ValueOutput  # online network on s
+    next_q_online: Tensor  # [B, A], chooses a* with double Q
+    next_out_target: ValueOutput  # target network on s'
+    q_target: Tensor  # [B], r + discount * Q_target(s', a*) from the expected Q, no gradient
+    batch: TorchBatch
+    loss_cfg: LossConfig
+    support: Tensor | None  # [M] atoms (c51) or bin centers (hl_gauss)
+    hl_gauss_sigma: float  # in bin widths
+
+
+@dataclass(frozen=True)
+class TDLoss:
+    """A TD loss of the registry: ``fn(inputs) -> (loss, td_error [B])``; ``distributional``
+    losses read ``out.logits`` [B, A, M] and a ``support`` [M]."""
+
+    fn: Callable[[TDInputs], tuple[Tensor, Tensor]]
+    distributional: bool
+
+
+def _scalar(x: TDInputs) -> tuple[Tensor, Tensor]:
+    return scalar_td_loss(x.out.q, x.batch.action, x.q_target, x.loss_cfg.huber_delta)
+
+
+def _c51(x: TDInputs) -> tuple[Tensor, Tensor]:
+    return c51_td_loss(
+        x.out.logits, x.batch.action, x.batch.reward, x.batch.discount, x.next_out_target.logits,
+        x.next_q_online, x.next_out_target.q, x.support, x.loss_cfg.double_q,
+    )
+
+
+def _hl_gauss(x: TDInputs) -> tuple[Tensor, Tensor]:
+    return hl_gauss_td_loss(x.out.logits, x.batch.action, x.q_target, x.support, x.hl_gauss_sigma)
+
+
+TD_LOSSES: dict[str, TDLoss] = {
+    "scalar": TDLoss(_scalar, distributional=False),  # Huber(y - Q(s, a_data)), DQN
+    "c51": TDLoss(_c51, distributional=True),  # cross-entropy to the projected target distribution
+    "hl_gauss": TDLoss(_hl_gauss, distributional=True),  # cross-entropy to the Gaussian-smoothed y
+}
 
 
 def total_loss(
@@ -36,7 +84,10 @@ def total_loss(
     next_out_target: ValueOutput,
     batch: TorchBatch,
     loss_cfg: LossConfig,
+    *,
+    value: str = "scalar",
     support: Tensor | None = None,
+    hl_gauss_sigma: float = 0.75,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = TD + cql_alpha * CQL + dr3_coef * DR3, and detached scalar metrics.
 
@@ -46,10 +97,16 @@ def total_loss(
                     ``loss_cfg.double_q`` is False and ``loss_cfg.dr3_coef`` is 0, which saves a
                     forward pass; then ``loss/dr3`` is not reported.
     next_out_target target network on batch.next_obs (computed without gradient by the caller).
-    support         the C51 support [M] (linspace(v_min, v_max, M)); required when out.logits is set.
+    value           the value representation, a key of :data:`TD_LOSSES` (``model.value``):
+                    ``scalar``   Huber loss of :func:`scalar_td_loss` (out.logits must be None);
+                    ``c51``      cross-entropy of :func:`c51_td_loss`;
+                    ``hl_gauss`` cross-entropy of :func:`hl_gauss_td_loss` to the HL-Gauss
+                                 histogram of y = r + discount * Q_target(s', a*).
+    support         [M], required by the distributional kinds: the C51 atoms
+                    (linspace(v_min, v_max, M)) or the HL-Gauss bin centers (``model.support``).
+    hl_gauss_sigma  HL-Gauss smoothing in bin widths (``model.hl_gauss_sigma``); unused otherwise.
 
-    TD is the Huber loss of :func:`scalar_td_loss` when ``out.logits`` is None, else the C51
-    cross-entropy of :func:`c51_td_loss`, whose CQL term uses the expected Q, as Scaled QL does.
+    CQL always acts on the expected Q ``out.q``, as Scaled QL does for C51; DR3 on the features.
     A term whose weight is 0 is left out of the loss but still computed, without gradient, as
     a diagnostic (it costs O(B*A) or O(B*D)), so the metric keys do not depend on the weights.
 
@@ -57,10 +114,13 @@ def total_loss(
       loss/total, loss/td, loss/cql, loss/dr3 (if next_out_online is given), the unweighted terms;
       q/data      mean_b Q(s, a_data);
       q/pi        mean_b max_a Q(s, a), "how well it thinks it does";
-      q/target    mean_b r + discount * Q_target(s', a*) (for C51, the expected target before
-                  projection onto the support);
+      q/target    mean_b r + discount * Q_target(s', a*) (for c51 and hl_gauss, the expected
+                  target before projection onto, or clipping to, the support);
       q/logsumexp mean_b logsumexp_a Q(s, a) (from :func:`cql_penalty`).
     """
+    if value not in TD_LOSSES:
+        raise ValueError(f"value: unknown value kind '{value}'; valid: {', '.join(sorted(TD_LOSSES))}")
+    td_loss = TD_LOSSES[value]
     q, action = out.q, batch.action
     check_shape("out.q", q, "[B, A]", (None, None))
     b = q.shape[0]
@@ -75,18 +135,18 @@ def total_loss(
         )
     next_q_online = next_out_target.q if next_out_online is None else next_out_online.q
     check_shape("next_out_online.q", next_q_online, "[B, A]", tuple(q.shape))
+    if td_loss.distributional:
+        for name, tensor in (("out.logits", out.logits), ("next_out_target.logits", next_out_target.logits), ("support", support)):
+            if tensor is None:
+                raise ValueError(f"{name}: expected a tensor for the '{value}' TD loss, found None")
+    elif out.logits is not None:
+        raise ValueError(
+            f"out.logits: expected None for value '{value}', found a tensor of shape {list(out.logits.shape)} "
+            f"(a distributional head: pass its value kind, one of {', '.join(k for k, v in TD_LOSSES.items() if v.distributional)})"
+        )
 
     q_target = double_q_target_scalar(batch.reward, batch.discount, next_q_online, next_out_target.q, loss_cfg.double_q)
-    if out.logits is None:
-        td, _ = scalar_td_loss(q, action, q_target, loss_cfg.huber_delta)
-    else:
-        if support is None or next_out_target.logits is None:
-            missing = "support" if support is None else "next_out_target.logits"
-            raise ValueError(f"{missing}: expected a tensor for the C51 loss (out.logits is set), found None")
-        td, _ = c51_td_loss(
-            out.logits, action, batch.reward, batch.discount, next_out_target.logits,
-            next_q_online, next_out_target.q, support, loss_cfg.double_q,
-        )
+    td, _ = td_loss.fn(TDInputs(out, next_q_online, next_out_target, q_target, batch, loss_cfg, support, hl_gauss_sigma))
     loss = td
     metrics = {"loss/td": td.detach()}
 

@@ -1,16 +1,22 @@
-"""Convolutional backbones: stacked uint8 frames -> a feature vector phi(s).
+"""Backbones: stacked frames -> a feature vector phi(s), picked by name from ``BACKBONES``.
 
 Each backbone maps float input in [0, 1] of shape [B, K, H, W] to [B, feature_dim] after a
-final ReLU. The registry ``BACKBONES`` picks one by name; later backbones (ResNet-GN, ViT)
-register here too.
+final ReLU. The registry ``BACKBONES`` picks one by name: each entry builds its backbone from
+the whole ``ModelConfig`` (``build_backbone``). ResNet-GN lives in ``resnet.py``, the ViT in
+``vit.py`` (which imports ``transformers`` only when a ViT is built).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 from torch import nn
+
+from scaled_ql.config import ModelConfig
+from scaled_ql.models.resnet import build_resnet
+from scaled_ql.models.vit import build_vit
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -69,11 +75,31 @@ class ImpalaCNN(nn.Module):
         return self.dense(self.stacks(x))
 
 
+def _build_nature(cfg: ModelConfig, *, in_channels: int, frame_size: int) -> NatureCNN:
+    return NatureCNN(in_channels, frame_size, feature_dim=cfg.feature_dim, width=cfg.width)
+
+
+def _build_impala(cfg: ModelConfig, *, in_channels: int, frame_size: int) -> ImpalaCNN:
+    return ImpalaCNN(in_channels, frame_size, feature_dim=cfg.feature_dim, width=cfg.width)
+
+
 BackboneFactory = Callable[..., nn.Module]
-BACKBONES: dict[str, BackboneFactory] = {"nature": NatureCNN, "impala": ImpalaCNN}
+"""``factory(model_cfg, *, in_channels, frame_size) -> nn.Module`` mapping [B, K, H, W] in [0, 1]
+to [B, model_cfg.feature_dim]."""
+BACKBONES: dict[str, BackboneFactory] = {
+    "nature": _build_nature,
+    "impala": _build_impala,
+    "resnet18": partial(build_resnet, 18),
+    "resnet34": partial(build_resnet, 34),
+    "resnet50": partial(build_resnet, 50),
+    "resnet101": partial(build_resnet, 101),
+    "vit": build_vit,
+}
 
 
-def build_backbone(name: str, *, in_channels: int, frame_size: int, feature_dim: int, width: int) -> nn.Module:
-    if name not in BACKBONES:
-        raise ValueError(f"config key 'model.backbone': unknown backbone '{name}'; valid: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name](in_channels, frame_size, feature_dim=feature_dim, width=width)
+def build_backbone(cfg: ModelConfig, *, in_channels: int, frame_size: int) -> nn.Module:
+    """The backbone named by ``cfg.backbone``, sized by the rest of ``cfg`` (feature_dim, width,
+    norm_groups, patch_size, vit_*)."""
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"config key 'model.backbone': unknown backbone '{cfg.backbone}'; valid: {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[cfg.backbone](cfg, in_channels=in_channels, frame_size=frame_size)

@@ -1,9 +1,14 @@
-"""The multi-game Q-network: a shared backbone, one head per game, a value representation.
+"""The multi-game Q-network: a shared backbone, per-game (or one shared) head, a value representation.
 
 Every game gets its own head with that game's action count (or all games share the full
 18-action set with ``env.full_action_space``). All heads live in one linear layer whose
 output is read at each sample's game, so a mixed-game batch costs one matmul and no host
-sync. Actions a game does not have get Q = -inf.
+sync. Actions a game does not have get Q = -inf. With ``model.shared_head`` (which requires
+``env.full_action_space``) there is a single 18-action head for every game instead, as in
+Multi-Game Decision Transformers: the game id then does not enter the network at all.
+
+The value representation is picked by name from :data:`VALUE_HEADS` (``scalar``, ``c51``,
+``hl_gauss``); the same names key the TD losses in ``scaled_ql.losses.TD_LOSSES``.
 
 The network is a Hugging Face Hub model through ``PyTorchModelHubMixin``: ``save_pretrained``
 writes ``config.json`` + ``model.safetensors``; ``from_pretrained`` loads a folder or a Hub
@@ -12,7 +17,8 @@ repo id without unpickling anything. The model knows nothing of distribution or 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -23,7 +29,40 @@ from scaled_ql.games import get_game
 from scaled_ql.models.backbones import build_backbone
 from scaled_ql.models.output import QOutput
 
-VALUE_HEADS = {"scalar": 1, "c51": None}  # name -> atoms per action (None: model.num_atoms)
+FULL_ACTION_SET = 18
+"""Size of the full Atari action set (``env.full_action_space``)."""
+
+
+@dataclass(frozen=True)
+class ValueHead:
+    """A value representation: how many outputs each action gets and the values they stand for.
+
+    atoms    ModelConfig -> outputs per action (1 for a scalar Q).
+    support  ModelConfig -> the values z [atoms] that Q = sum_i softmax(logits)_i z_i averages,
+             or None for a scalar head (Q is the output itself).
+    """
+
+    atoms: Callable[[ModelConfig], int]
+    support: Callable[[ModelConfig], torch.Tensor | None]
+
+
+def c51_support(cfg: ModelConfig) -> torch.Tensor:
+    """C51 atoms: ``num_atoms`` points from v_min to v_max, both ends included."""
+    return torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms)
+
+
+def hl_gauss_support(cfg: ModelConfig) -> torch.Tensor:
+    """HL-Gauss bin centers: ``num_atoms`` bins of equal width tiling [v_min, v_max] (edges
+    linspace(v_min, v_max, num_atoms + 1)), so the centers stop half a bin short of each end."""
+    edges = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms + 1)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+VALUE_HEADS: dict[str, ValueHead] = {
+    "scalar": ValueHead(atoms=lambda cfg: 1, support=lambda cfg: None),
+    "c51": ValueHead(atoms=lambda cfg: cfg.num_atoms, support=c51_support),
+    "hl_gauss": ValueHead(atoms=lambda cfg: cfg.num_atoms, support=hl_gauss_support),
+}
 
 
 class MultiGameQNetwork(
@@ -41,7 +80,15 @@ class MultiGameQNetwork(
         env: an ``EnvConfig`` as a dict (the preprocessing protocol the network expects).
     """
 
-    fsdp_wrap_modules = ("ResidualBlock",)
+    fsdp_wrap_modules = ("ResidualBlock", "BasicBlock", "Bottleneck", "ViTLayer")
+
+    def _save_pretrained(self, save_directory) -> None:
+        """Write ``model.safetensors`` from a detached copy of the state dict: under DeepSpeed ZeRO
+        the parameters are views into one flat buffer, which safetensors refuses to save as is."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
 
     def __init__(self, games: list[str], model: dict[str, Any], env: dict[str, Any]) -> None:
         super().__init__()
@@ -50,21 +97,27 @@ class MultiGameQNetwork(
         self.env_cfg = EnvConfig(**env)
         cfg, env_cfg = self.model_cfg, self.env_cfg
         if cfg.value not in VALUE_HEADS:
-            raise ValueError(f"config key 'model.value': unknown value head '{cfg.value}'; valid: {', '.join(VALUE_HEADS)}")
-        self.num_atoms = VALUE_HEADS[cfg.value] or cfg.num_atoms
-        self.action_counts = [18 if env_cfg.full_action_space else get_game(g).num_actions for g in self.games]
+            raise ValueError(f"config key 'model.value': unknown value head '{cfg.value}'; valid: {', '.join(sorted(VALUE_HEADS))}")
+        if cfg.shared_head and not env_cfg.full_action_space:
+            raise ValueError(
+                "config key 'model.shared_head': expected false unless env.full_action_space is true "
+                "(a shared head needs one action set for all games), found True"
+            )
+        value_head = VALUE_HEADS[cfg.value]
+        self.num_atoms = value_head.atoms(cfg)
+        self.action_counts = [FULL_ACTION_SET if env_cfg.full_action_space else get_game(g).num_actions for g in self.games]
         self.max_actions = max(self.action_counts)
+        self.num_heads = 1 if cfg.shared_head else len(self.games)
 
-        self.backbone = build_backbone(
-            cfg.backbone, in_channels=env_cfg.frame_stack, frame_size=env_cfg.frame_size,
-            feature_dim=cfg.feature_dim, width=cfg.width,
-        )
-        self.heads = nn.Linear(cfg.feature_dim, len(self.games) * self.max_actions * self.num_atoms)
+        self.backbone = build_backbone(cfg, in_channels=env_cfg.frame_stack, frame_size=env_cfg.frame_size)
+        # Head h, action a, atom m is output row (h * max_actions + a) * num_atoms + m.
+        self.heads = nn.Linear(cfg.feature_dim, self.num_heads * self.max_actions * self.num_atoms)
         mask = torch.zeros(len(self.games), self.max_actions, dtype=torch.bool)
         for g, n in enumerate(self.action_counts):
             mask[g, :n] = True
         self.register_buffer("action_mask", mask, persistent=False)
-        self.register_buffer("support", torch.linspace(cfg.v_min, cfg.v_max, self.num_atoms), persistent=False)
+        # [num_atoms] values of the atoms or bins (see VALUE_HEADS); None for a scalar head.
+        self.register_buffer("support", value_head.support(cfg), persistent=False)
         self.channels_last = False
 
     @classmethod
@@ -73,7 +126,7 @@ class MultiGameQNetwork(
 
     @property
     def distributional(self) -> bool:
-        return self.num_atoms > 1
+        return self.support is not None
 
     def forward(self, obs: torch.Tensor, game: torch.Tensor) -> QOutput:
         """obs: uint8 [B, K, H, W]; game: int64 [B] -> QOutput."""
@@ -84,8 +137,11 @@ class MultiGameQNetwork(
         if self.model_cfg.feature_norm:
             features = nn.functional.normalize(features, dim=-1)
         batch = features.shape[0]
-        out = self.heads(features).view(batch, len(self.games), self.max_actions, self.num_atoms)
-        out = out[torch.arange(batch, device=out.device), game]  # [B, A, M]: each sample's own game head
+        out = self.heads(features).view(batch, self.num_heads, self.max_actions, self.num_atoms)
+        if self.num_heads == 1:  # the shared head (or a single game)
+            out = out[:, 0]
+        else:
+            out = out[torch.arange(batch, device=out.device), game]  # [B, A, M]: each sample's own game head
         valid = self.action_mask[game]  # [B, A]
         if self.distributional:
             logits = out

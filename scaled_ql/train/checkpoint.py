@@ -97,6 +97,27 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def _is_sharded(optimizer: Any) -> bool:
+    """True for optimizers whose state is split across processes (DeepSpeed ZeRO)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return hasattr(inner, "single_partition_of_fp32_groups")
+
+
+def _sharded_optimizer_state(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's ZeRO shard: the inner Adam state over its flat fp32 partition, and the partition."""
+    zero = getattr(optimizer, "optimizer", optimizer)
+    tensors, meta = optimizer_to_safetensors(zero.optimizer)
+    for i, part in enumerate(zero.single_partition_of_fp32_groups):
+        tensors[f"fp32_partition.{i}"] = part.detach().cpu().contiguous()
+    meta["fp32_partitions"] = len(zero.single_partition_of_fp32_groups)
+    return tensors, meta
+
+
+def _barrier(accelerator: Any) -> None:
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -104,36 +125,62 @@ def save_checkpoint(
     model: nn.Module,
     target: nn.Module,
     optimizer: torch.optim.Optimizer,
-    trainer_state: dict[str, Any],
+    rank_state: dict[str, Any],
+    accelerator: Any = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and keep the newest ``cfg.train.keep_checkpoints``."""
+    """Write checkpoint ``step`` atomically and keep the newest ``cfg.train.keep_checkpoints``.
+
+    Collective: every process calls it. Process 0 writes the model, target network and the
+    shared state; every process's sampler state (``rank_state``) and RNG state are gathered into
+    ``trainer.json`` and ``rng.safetensors``; a sharded (ZeRO) optimizer is written one file per
+    process. ``model`` is the unwrapped online network.
+    """
+    from accelerate.utils import gather_object
+
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
-    for stale in root.glob(".tmp-*"):  # left by a save that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    (tmp / "state").mkdir(parents=True)
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):  # left by a save that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        (tmp / "state").mkdir(parents=True)
+    _barrier(accelerator)
 
-    model.save_pretrained(tmp / "model")
-    (tmp / "model" / "train_config.json").write_text(cfg.to_json())
-    save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
-    opt_tensors, opt_meta = optimizer_to_safetensors(optimizer)
-    save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
-    save_file(rng_tensors(), tmp / "state" / "rng.safetensors")
-    (tmp / "state" / "trainer.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **trainer_state}, indent=1))
-    _fsync_tree(tmp)
+    sharded = _is_sharded(optimizer)
+    if sharded:
+        opt_tensors, opt_meta = _sharded_optimizer_state(optimizer)
+        save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
+        (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
+    gathered = [rank_state] if accelerator is None else gather_object([rank_state])
+    rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
+    if rank == 0:
+        model.save_pretrained(tmp / "model")
+        (tmp / "model" / "train_config.json").write_text(cfg.to_json())
+        save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
+        meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded, "ranks": gathered}
+        if not sharded:
+            opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
+            save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
+        save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
+        (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
+    _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
 
-    if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier(accelerator)
     return final
 
 
@@ -170,13 +217,12 @@ def resolve_model_dir(path: str | Path) -> Path:
 @dataclass
 class LoadedState:
     step: int
-    trainer_state: dict[str, Any]
+    world_size: int
+    meta: dict[str, Any]
 
 
-def load_checkpoint(
-    path: Path, cfg: ExperimentConfig, model: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer
-) -> LoadedState:
-    """Restore model, target, optimizer and RNG from checkpoint folder ``path`` (in place)."""
+def load_checkpoint(path: Path, cfg: ExperimentConfig, model: nn.Module, target: nn.Module, rank: int = 0) -> LoadedState:
+    """Restore weights, target and this process's RNG from checkpoint ``path`` (before wrapping)."""
     path = Path(path)
     saved_cfg = load_config_json(path / "model" / "train_config.json")
     check_compatible(saved_cfg, cfg, where=str(path))
@@ -184,18 +230,43 @@ def load_checkpoint(
         model.load_state_dict(load_file(path / "model" / "model.safetensors"), strict=True)
         target.load_state_dict(load_file(path / "state" / "target.safetensors"), strict=True)
         meta = json.loads((path / "state" / "trainer.json").read_text())
-        optimizer.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), meta["optimizer"]))
-        match_param_layout(optimizer)
-        restore_rng(load_file(path / "state" / "rng.safetensors"))
+        rngs = load_file(path / "state" / "rng.safetensors")
     except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"checkpoint '{path}' could not be loaded: {err}") from None
-    step = int(meta.pop("step"))
-    meta.pop("optimizer")
-    return LoadedState(step=step, trainer_state=meta)
+    mine = {k.split(".", 1)[1]: v for k, v in rngs.items() if k.startswith(f"rank{rank}.")}
+    if mine:
+        restore_rng(mine)
+    return LoadedState(step=int(meta["step"]), world_size=int(meta["world_size"]), meta=meta)
+
+
+def load_optimizer(path: Path, loaded: LoadedState, optimizer: Any, rank: int, world_size: int) -> None:
+    """Restore the optimizer (after it is wrapped): the whole state, or this process's ZeRO shard."""
+    path = Path(path)
+    try:
+        if loaded.meta.get("sharded_optimizer"):
+            if world_size != loaded.world_size:
+                raise CheckpointError(
+                    f"checkpoint '{path}' holds a ZeRO optimizer sharded over {loaded.world_size} processes; "
+                    f"this run has {world_size}. Resume a DeepSpeed run with the same number of processes"
+                )
+            zero = getattr(optimizer, "optimizer", optimizer)
+            tensors = load_file(path / "state" / f"optimizer_rank{rank}.safetensors")
+            meta = json.loads((path / "state" / f"optimizer_rank{rank}.json").read_text())
+            parts = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("fp32_partition.")]}
+            zero.optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
+            for i, part in enumerate(zero.single_partition_of_fp32_groups):
+                part.data.copy_(parts[f"fp32_partition.{i}"])
+        else:
+            inner = getattr(optimizer, "optimizer", optimizer)
+            inner.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), loaded.meta["optimizer"]))
+            match_param_layout(inner)
+    except (OSError, RuntimeError, KeyError, ValueError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint '{path}': the optimizer state could not be loaded: {err}") from None
 
 
 # Keys whose change breaks a resume: the network, the games, the data and the loss.
-_RESUME_KEYS = ("games", "env", "model", "data", "loss", "seed", "train.batch_size", "train.lr", "train.target_update_period")
+_RESUME_KEYS = ("games", "env", "model", "data", "loss", "seed", "train.batch_size", "train.lr", "train.target_update_period",
+                "dist.backend", "dist.grad_accum")
 
 
 def _get(cfg: dict[str, Any], dotted: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -9,6 +11,9 @@ from scaled_ql.config import LossConfig
 from scaled_ql.data.batch import TorchBatch
 from scaled_ql.losses.total import per_game_q, total_loss
 from scaled_ql.models.output import QOutput
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def _split(out: QOutput, n: int) -> tuple[QOutput, QOutput]:
@@ -28,28 +33,53 @@ def train_step(
     batch: TorchBatch,
     loss_cfg: LossConfig,
     grad_clip: float,
+    accelerator: Accelerator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One gradient update of ``model`` on ``batch``; returns detached metric tensors (no host sync)."""
+    """One gradient update of ``model`` on ``batch``; returns detached metric tensors (no host sync).
+
+    With an ``accelerator`` (the training loop always passes one) backward, clipping and the
+    optimizer step go through it, so DDP, DeepSpeed and gradient accumulation work unchanged:
+    inside ``accelerator.accumulate`` the wrapped optimizer only steps on the last micro-batch.
+    """
     n = batch.obs.shape[0]
     # s and s' go through the online network in one pass: half the kernel launches, and
     # phi(s') for DR3 plus the double-DQN argmax come for free.
     out, next_online = _split(model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])), n)
     with torch.no_grad():
         next_target = target(batch.next_obs, batch.game)
-    loss, metrics = total_loss(out, next_online, next_target, batch, loss_cfg, getattr(model, "support", None))
+    net = unwrap(model)
+    loss, metrics = total_loss(
+        out, next_online, next_target, batch, loss_cfg,
+        value=net.model_cfg.value, support=net.support, hl_gauss_sigma=net.model_cfg.hl_gauss_sigma,
+    )
     q_data = out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
-    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, out_games(model))
+    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(net.games))
 
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        metrics["grad/norm"] = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if accelerator is None:
+        loss.backward()
+        if grad_clip > 0:
+            metrics["grad/norm"] = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        accelerator.backward(loss)
+        if grad_clip > 0 and accelerator.sync_gradients:
+            norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)  # DeepSpeed: its engine's norm
+            if norm is not None:
+                metrics["grad/norm"] = torch.as_tensor(norm, dtype=torch.float32)
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return metrics
 
 
-def out_games(model: nn.Module) -> int:
-    return len(getattr(model, "module", model).games)
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside its wrappers: DDP, FSDP and DeepSpeed keep it in ``.module``,
+    ``torch.compile`` in ``._orig_mod``."""
+    while True:
+        inner = getattr(model, "module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 @torch.no_grad()

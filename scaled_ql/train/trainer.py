@@ -22,8 +22,9 @@ from scaled_ql.config import ConfigError, ExperimentConfig, load_config_json
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
-from scaled_ql.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scaled_ql.train.step import sync_target, train_step
+from scaled_ql.train.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint
+from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
+from scaled_ql.train.step import sync_target, train_step, unwrap
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,23 +63,6 @@ class TrainResult:
     eval_results: dict[str, Any] | None
 
 
-def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
-    run_dir = cfg.run_dir
-    saved = run_dir / "config.json"
-    if saved.exists() and not resume and latest_checkpoint(run_dir) is not None:
-        raise ConfigError(
-            f"run folder '{run_dir}' already holds checkpoints: pass --resume to continue it, "
-            f"or choose another name= / runs_dir="
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume and saved.exists():
-        from scaled_ql.train.checkpoint import check_compatible
-
-        check_compatible(load_config_json(saved), cfg, where=str(saved))
-    saved.write_text(cfg.to_json())
-    return run_dir
-
-
 def build_training_state(cfg: ExperimentConfig, device: torch.device):
     """The online network, its target copy and the optimizer, as every run and benchmark builds them."""
     model = build_model(cfg).to(device)
@@ -86,7 +70,9 @@ def build_training_state(cfg: ExperimentConfig, device: torch.device):
     if cfg.train.channels_last:
         for net in (model, target):
             net.channels_last = True
-            net.to(memory_format=torch.channels_last)
+            # DeepSpeed flattens parameters into one buffer and needs them contiguous.
+            if cfg.dist.backend != "deepspeed" or net is target:
+                net.to(memory_format=torch.channels_last)
     sync_target(model, target)
     target.requires_grad_(False)
     optimizer = torch.optim.AdamW(
@@ -96,11 +82,42 @@ def build_training_state(cfg: ExperimentConfig, device: torch.device):
     return model, target, optimizer
 
 
+def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, accelerator) -> Path:
+    """Check the run folder on every process; only the main process writes ``config.json``."""
+    run_dir = cfg.run_dir
+    saved = run_dir / "config.json"
+    if saved.exists() and not resume and latest_checkpoint(run_dir) is not None:
+        raise ConfigError(
+            f"run folder '{run_dir}' already holds checkpoints: pass --resume to continue it, "
+            f"or choose another name= / runs_dir="
+        )
+    if resume and saved.exists():
+        check_compatible(load_config_json(saved), cfg, where=str(saved))
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(cfg.to_json())
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
 def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``cfg`` from its dataset; resume from the run's newest checkpoint with ``resume``."""
-    device = resolve_device(cfg.train.device)
+    """Train ``cfg`` from its dataset; resume from the run's newest checkpoint with ``resume``.
+
+    Runs as one process or as many (``accelerate launch`` / ``torchrun``): distribution is
+    applied at the edge by :mod:`scaled_ql.train.parallel`, the loop below is the same.
+    """
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    accelerator, cfg, topo = make_accelerator(cfg)
+    try:
+        return _train(cfg, accelerator, topo, resume, progress)
+    finally:
+        shutdown(accelerator)
+
+
+def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: bool) -> TrainResult:
+    device = accelerator.device
+    main = accelerator.is_main_process
     torch.manual_seed(cfg.seed)
 
     # Everything that can fail on bad input fails here, before any long work.
@@ -111,75 +128,96 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
             f"dataset '{cfg.data.path}' holds frames of shape {tuple(store.frame_shape)}, but config key "
             f"'env.frame_size' expects {expected}"
         )
-    sampler = Sampler.from_config(store, cfg.data, cfg.train.batch_size, frame_stack=cfg.env.frame_stack, seed=cfg.seed)
-    run_dir = _prepare_run_dir(cfg, resume)
 
+    sampler = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
+                                  seed=cfg.seed, rank=topo.rank, world_size=topo.world_size)
+    run_dir = _prepare_run_dir(cfg, resume, accelerator)
     model, target, optimizer = build_training_state(cfg, device)
 
-    step, last_ckpt = 0, None
-    if resume and (found := latest_checkpoint(run_dir)) is not None:
-        loaded = load_checkpoint(found, cfg, model, target, optimizer)
+    step, last_ckpt, loaded = 0, None, None
+    found = latest_checkpoint(run_dir) if resume else None
+    if found is not None:
+        loaded = load_checkpoint(found, cfg, model, target, rank=topo.rank)
         step, last_ckpt = loaded.step, found
-        sampler.load_state_dict(loaded.trainer_state["sampler"])
-        tqdm.write(f"resumed {run_dir} from {found} at step {step}")
+    model, optimizer = prepare(accelerator, model, optimizer)
+    net = unwrap(model)
+    if loaded is not None:
+        load_optimizer(found, loaded, optimizer, topo.rank, topo.world_size)
+        # The index stream is global (every rank holds the same state), so a run saved by N
+        # processes resumes on M with the same global batches.
+        sampler.load_state_dict(loaded.meta["ranks"][0]["sampler"])
+        if main:
+            tqdm.write(f"resumed {run_dir} from {found} at step {step}"
+                       + (f" (saved by {loaded.world_size} processes, resumed by {topo.world_size})"
+                          if loaded.world_size != topo.world_size else ""))
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step > 0 else None)
-    if step == 0:
+    # purge_step drops events a killed run logged after its last checkpoint
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step > 0 else None) if main else None
+    if writer is not None and step == 0:
         writer.add_text("config", "```\n" + cfg.to_json() + "\n```")
-        writer.add_scalar("model/parameters", count_parameters(model), 0)
+        writer.add_scalar("model/parameters", count_parameters(net), 0)
 
     def checkpoint(at: int) -> Path:
-        return save_checkpoint(run_dir, at, cfg, model, target, optimizer, {"sampler": sampler.state_dict()})
+        return save_checkpoint(run_dir, at, cfg, net, target, optimizer, {"sampler": sampler.state_dict()}, accelerator)
 
     check_every = 1 if device.type == "cpu" else cfg.train.log_every  # loss checks sync the host
-    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"pretrain {cfg.name}", unit="upd", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"pretrain {cfg.name}", unit="upd",
+               disable=not (progress and main), dynamic_ncols=True)
     sample_s = update_s = 0.0
     eval_results = None
     model.train()
     while step < cfg.train.steps:
-        t0 = time.perf_counter()
-        batch = sampler.sample().to_torch(device)
-        t1 = time.perf_counter()
-        metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip)
+        for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
+            t0 = time.perf_counter()
+            batch = sampler.sample().to_torch(device)
+            t1 = time.perf_counter()
+            with accelerator.accumulate(model):
+                metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip, accelerator)
+            sample_s += t1 - t0
+            update_s += time.perf_counter() - t1
         step += 1
         if step % cfg.train.target_update_period == 0:
-            sync_target(model, target)
+            sync_target(net, target)
         if step % check_every == 0 or step % cfg.train.checkpoint_every == 0:
-            loss = float(metrics["loss/total"])  # host sync
+            loss = float(accelerator.reduce(metrics["loss/total"].detach().float(), "sum"))  # host sync, all ranks agree
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss became {loss} at step {step}; the last good checkpoint is "
                     f"{last_ckpt if last_ckpt is not None else 'none (no checkpoint was written yet)'}"
                 )
-        t2 = time.perf_counter()
-        sample_s += t1 - t0
-        update_s += t2 - t1
         bar.update(1)
 
         if step % cfg.train.log_every == 0:
-            scalars = {k: float(v) for k, v in metrics.items() if v.ndim == 0}  # host sync
-            for key, value in scalars.items():
-                writer.add_scalar(key, value, step)
-            for game, value in zip(cfg.games, metrics["q/data_per_game"].tolist()):
-                writer.add_scalar(f"q_data_per_game/{game}", value, step)
-            writer.add_scalar("perf/sample_ms", 1000 * sample_s / cfg.train.log_every, step)
-            writer.add_scalar("perf/update_ms", 1000 * update_s / cfg.train.log_every, step)
-            writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(sample_s + update_s, 1e-9), step)
+            names = [k for k, v in metrics.items() if v.ndim == 0]
+            values = accelerator.reduce(torch.stack([metrics[k].detach().float() for k in names]), "mean").tolist()
+            per_game = accelerator.reduce(metrics["q/data_per_game"].detach().float(), "mean").tolist()  # host sync
+            if writer is not None:
+                for key, value in zip(names, values):
+                    writer.add_scalar(key, value, step)
+                for game, value in zip(cfg.games, per_game):
+                    writer.add_scalar(f"q_data_per_game/{game}", value, step)
+                writer.add_scalar("perf/sample_ms", 1000 * sample_s / cfg.train.log_every, step)
+                writer.add_scalar("perf/update_ms", 1000 * update_s / cfg.train.log_every, step)
+                writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(sample_s + update_s, 1e-9), step)
+            scalars = dict(zip(names, values))
             bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", q=f"{scalars.get('q/data', float('nan')):.2f}")
             sample_s = update_s = 0.0
 
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             last_ckpt = checkpoint(step)
         if cfg.eval.episodes > 0 and cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
-            run_evaluation(cfg, model, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress)
+            if main:
+                run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress)
+            accelerator.wait_for_everyone()
     bar.close()
 
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
-    if cfg.eval.episodes > 0:
-        eval_results = run_evaluation(cfg, model, device, run_dir / "eval" / "final", writer, step, progress)
+    if cfg.eval.episodes > 0 and main:
+        eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress)
         (run_dir / "eval.json").write_text(json.dumps(eval_results, indent=1))
-    writer.close()
+    if writer is not None:
+        writer.close()
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, eval_results=eval_results)
 
 

@@ -1,0 +1,731 @@
+"""Convert the DQN Replay Dataset (Dopamine logged replay buffers) into a scaled_ql dataset.
+
+Folder layout read (as in ``gs://atari-replay-datasets/dqn``; ``<Game>`` spelled as Dopamine
+does, e.g. ``Pong``, ``MsPacman``; runs ``1`` .. ``5``; checkpoint suffixes ``0`` .. ``50``)::
+
+    <root>/<Game>/<run>/replay_logs/
+        $store$_observation_ckpt.<N>.gz   uint8 [C, 84, 84]  one frame per slot, not stacked
+        $store$_action_ckpt.<N>.gz        int32 [C]
+        $store$_reward_ckpt.<N>.gz        float32 [C]        already clipped to [-1, 1]
+        $store$_terminal_ckpt.<N>.gz      uint8 [C]          1 on an episode's last transition
+        add_count_ckpt.<N>.gz             int64 0-d          adds so far (padding included)
+        invalid_range_ckpt.<N>.gz         int64 [K + H]      slots around the cursor
+        episode_end_indices_ckpt.<N>.gz   (newer Dopamine only) a pickled set: IGNORED, never opened
+
+Every file is a gzip'd ``np.save`` array, loaded with ``allow_pickle=False``; C (the capacity)
+is 1,000,000 in the released data. Nothing here ever unpickles.
+
+How the slots become episodes (Dopamine's ``OutOfGraphReplayBuffer`` as logged by batch_rl):
+
+* Slot t holds ``(o_t, a_t, r_t, terminal_t)``; the next observation is slot t + 1. Before
+  each episode's first step Dopamine adds K - 1 = 3 all-zero padding slots; they are checked
+  (zero frame, action 0, reward 0, terminal 0) and skipped.
+* Chronological order. With ``cursor = add_count % C``: if ``add_count < C`` the fresh slots
+  are ``[0, add_count)`` (checkpoint 0, and the final checkpoint, whose ``add_count`` the
+  logger sets to the cursor; slots past it are stale data of the previous lap and are never
+  read); otherwise the buffer has wrapped and the order is ``[cursor, C)`` then
+  ``[0, cursor)``. For the regular checkpoints (written one add before a wrap, cursor C - 1)
+  that puts slot C - 1, the add made just after the previous checkpoint was written, first.
+  ``invalid_range`` must surround that cursor (a cross-check of ``add_count``). The newest
+  slot (cursor - 1) and the oldest (cursor) are never joined: no converted transition or
+  frame stack crosses the cursor.
+* Each checkpoint file is converted on its own. The episode running at its oldest slot began
+  in an earlier file (or lap) and its start is lost: it is dropped, up to and including its
+  terminal slot (only checkpoint 0 of a buffer that never wrapped starts at an episode start).
+  The episode still running at its newest slot is closed as ``truncated`` after its last
+  complete transition: its final row is the newest slot's frame, a real observation, and that
+  slot's action and reward (whose next frame was never stored) are dropped. A one-slot
+  fragment is dropped.
+* Terminal episodes. Dopamine never stores the observation that follows a terminal
+  transition, but our row convention needs a final row. Decision: the final row repeats the
+  episode's last stored frame, with action 0, reward 0 and ``terminal`` set. A terminal
+  target never bootstraps from it (discount 0), so TD targets are exact; only losses that
+  look at next-state features of terminal transitions (e.g. DR3) see the repeated frame.
+* Time limits. Dopamine also marks the 27,000-step time limit as terminal (its
+  ``_end_episode`` always stores ``terminal=1``), and the files cannot tell the two apart, so
+  such episodes are ``terminal`` here too (the dataset card says so).
+* Rewards are stored as given (already clipped to [-1, 1] by Dopamine's runner).
+
+Subsets (recorded in the dataset card and in ``conversion_report.json``):
+
+* ``checkpoints``: these suffixes of every run; ``first_fraction``: the first
+  ``max(1, round(f * n))`` of the n checkpoint suffixes found in each run (Scaled QL's
+  "initial 20%": 10 of 0..50). At most one of the two.
+* ``sample_fraction`` p: from each checkpoint, exactly ``round(p * N)`` of its N convertible
+  transitions, drawn as whole episodes in a seeded random order; the episode that would
+  overshoot is cut to a ``truncated`` prefix (its final row the real next frame), so rows stay
+  whole episodes and frame stacks stay exact. Transitions are therefore sampled in correlated
+  blocks (episodes), not independently as CQL's 1% / 10% subsets of single transitions.
+
+Bad input (truncated or corrupt gzip, missing file of a checkpoint, wrong dtype or shape,
+mismatched lengths, a pickled or object array, NaN rewards, an ``invalid_range`` or
+``add_count`` that disagree, padding that is not zero) raises
+:class:`~scaled_ql.data.format.DatasetFormatError` naming the file and the problem. With
+``skip_bad`` the checkpoint is skipped instead (its gzip stream and padding frames are
+verified before any of its rows are written, so a skipped checkpoint leaves nothing behind),
+and a summary of what was skipped is warned and written to ``conversion_report.json`` in the
+dataset folder.
+
+Memory: one checkpoint at a time; the small arrays (about 9 bytes a slot) are loaded whole,
+the frames are streamed from the gzip file one episode at a time and handed to the writer in
+chunks of about ``chunk_rows`` rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from scaled_ql.data.format import (
+    FRAME_SHAPE,
+    CollectionInfo,
+    DatasetFormatError,
+    DatasetMetadata,
+    canonical_game_name,
+    default_command,
+    write_dataset,
+)
+
+REPORT_FILE = "conversion_report.json"
+"""Written into the dataset folder by the converters: per-input counts and what was skipped."""
+
+CHECKPOINT_FILES = ("$store$_observation", "$store$_action", "$store$_reward", "$store$_terminal", "add_count", "invalid_range")
+"""Attribute names of the six files every checkpoint must have (file ``<name>_ckpt.<N>.gz``)."""
+STACK_SIZE = 4
+"""Dopamine's Atari stack size K: K - 1 padding slots start each episode."""
+PADDING = STACK_SIZE - 1
+_EXPECTED_DTYPES = {"$store$_action": np.dtype(np.int32), "$store$_reward": np.dtype(np.float32), "$store$_terminal": np.dtype(np.uint8)}
+_CKPT_NAME = re.compile(r"^(?P<name>.+)_ckpt\.(?P<suffix>\d+)\.gz$")
+_READ_BLOCK = 16 << 20
+
+DQN_PROTOCOL = {
+    "frame_size": 84,
+    "frame_stack": STACK_SIZE,
+    "frameskip": 4,
+    "sticky_action_prob": 0.25,
+    "max_episode_frames": 108_000,
+    "full_action_space": False,
+}
+"""The Atari protocol of the DQN Replay runs (Dopamine ``dqn.gin``, gym ``*NoFrameskip-v0``)."""
+
+
+class SkippedInputWarning(UserWarning):
+    """Some inputs were bad and were skipped (``skip_bad=True``); the message lists them."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion report (shared with data_prep.rl_unplugged)
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion read, kept and skipped; saved as ``conversion_report.json``."""
+
+    source: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The conversion's arguments (selection, fractions, seed)."""
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per converted input (checkpoint or shard) with its counts."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """``{"file": ..., "problem": ...}`` for every input skipped as bad."""
+
+    def skip(self, err: Exception, file: str | Path) -> None:
+        self.skipped.append({"file": str(file), "problem": str(err)})
+
+    def summary(self) -> str:
+        lines = [f"{len(self.skipped)} bad input(s) skipped:"]
+        lines += [f"  {s['file']}: {s['problem']}" for s in self.skipped]
+        return "\n".join(lines)
+
+    def write(self, folder: Path) -> None:
+        (Path(folder) / REPORT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def warn_skipped(self) -> None:
+        if self.skipped:
+            warnings.warn(self.summary(), SkippedInputWarning, stacklevel=3)
+
+
+def read_conversion_report(folder: str | Path) -> dict[str, Any]:
+    """The ``conversion_report.json`` a converter wrote into the dataset folder ``folder``."""
+    return json.loads((Path(folder) / REPORT_FILE).read_text())
+
+
+class EpisodeChunker:
+    """Collects whole episodes (dicts of columns) into chunks of about ``chunk_rows`` rows."""
+
+    def __init__(self, chunk_rows: int) -> None:
+        self.chunk_rows = chunk_rows
+        self.next_episode_id = 0
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._rows = 0
+
+    def add(self, game: str, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminal: bool) -> dict[str, np.ndarray] | None:
+        """Add an episode of ``T = len(actions)`` steps: ``frames`` [T + 1, H, W], the last one
+        the final observation; returns a full chunk when one is ready."""
+        rows = len(frames)
+        assert rows == len(actions) + 1 == len(rewards) + 1 and rows >= 2
+        last = np.arange(rows) == rows - 1
+        self._pending.append(
+            {
+                "frame": frames,
+                "action": np.append(actions.astype(np.int32, copy=False), np.int32(0)),
+                "reward": np.append(rewards.astype(np.float32, copy=False), np.float32(0)),
+                "terminal": last & terminal,
+                "truncated": last & (not terminal),
+                "episode_id": np.full(rows, self.next_episode_id, dtype=np.int64),
+                "step": np.arange(rows, dtype=np.int32),
+                "game": np.full(rows, game, dtype=object),
+            }
+        )
+        self.next_episode_id += 1
+        self._rows += rows
+        return self.flush() if self._rows >= self.chunk_rows else None
+
+    def flush(self) -> dict[str, np.ndarray] | None:
+        if not self._pending:
+            return None
+        if len(self._pending) == 1:
+            chunk = self._pending[0]
+        else:
+            chunk = {key: np.concatenate([e[key] for e in self._pending]) for key in self._pending[0]}
+        self._pending, self._rows = [], 0
+        return chunk
+
+
+def check_fraction(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], found {value}")
+
+
+def round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def check_output(out_dir: str | Path, overwrite: bool) -> None:
+    """Fail before any work when ``write_dataset`` would refuse ``out_dir``."""
+    path = Path(out_dir)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the files
+
+
+def _gzip_error(path: Path, err: Exception) -> DatasetFormatError:
+    if isinstance(err, EOFError):
+        problem = "truncated gzip file (the stream ends before its end marker)"
+    else:
+        problem = f"corrupt gzip file ({type(err).__name__}: {err})"
+    return DatasetFormatError(f"'{path}': {problem}")
+
+
+def load_npy_gz(path: Path) -> np.ndarray:
+    """A gzip'd ``np.save`` array, read to the end (so gzip checks its CRC), never unpickled."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise _gzip_error(path, err) from None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise DatasetFormatError(f"'{path}': holds a pickled or object array, which is never loaded (expected a plain .npy array): {err}") from None
+        raise DatasetFormatError(f"'{path}': not a readable .npy array: {err}") from None
+    except (EOFError, OSError) as err:
+        raise DatasetFormatError(f"'{path}': not a readable .npy array (truncated?): {err}") from None
+
+
+class FrameFile:
+    """The observation file of a checkpoint, streamed: frames of a slot range without loading all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file = gzip.open(path, "rb")
+            version = np.lib.format.read_magic(self._file)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} (np.save writes 1.0, or 2.0 for huge headers)")
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = header(self._file)
+        except (EOFError, OSError, zlib.error) as err:
+            raise _gzip_error(path, err) from None
+        except ValueError as err:
+            raise DatasetFormatError(f"'{path}': not a .npy array: {err}") from None
+        if dtype.hasobject:
+            raise DatasetFormatError(f"'{path}': holds a pickled object array, which is never loaded (expected uint8 [capacity, 84, 84])")
+        if dtype != np.uint8 or len(shape) != 3 or tuple(shape[1:]) != FRAME_SHAPE or fortran_order:
+            raise DatasetFormatError(f"'{path}': expected observations uint8 [capacity, 84, 84] (C order), found {dtype} {list(shape)}{' in Fortran order' if fortran_order else ''}")
+        self.shape: tuple[int, int, int] = shape
+        self.frame_bytes = int(shape[1]) * int(shape[2])
+        self._data_start = self._file.tell()
+        self._verified = False
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def _skip_to(self, offset: int) -> None:
+        if offset < self._file.tell():
+            self._file.rewind()
+        remaining = offset - self._file.tell()
+        while remaining > 0:
+            got = len(self._file.read(min(remaining, _READ_BLOCK)))
+            if got == 0:
+                raise EOFError("the file ends early")
+            remaining -= got
+
+    def read_into(self, start: int, out: np.ndarray) -> None:
+        """Fill ``out`` (uint8 [n, H, W], contiguous) with the frames of slots ``[start, start + n)``."""
+        stop = start + len(out)
+        view = memoryview(out).cast("B")
+        try:
+            self._skip_to(self._data_start + start * self.frame_bytes)
+            filled = 0
+            while filled < len(view):
+                got = self._file.readinto(view[filled:])
+                if not got:
+                    raise EOFError("the file ends early")
+                filled += got
+            if stop == len(self):
+                self._check_end()
+        except (EOFError, OSError, zlib.error) as err:
+            raise _gzip_error(self.path, err) from None
+
+    def _check_end(self) -> None:
+        """At the end of the array: nothing may follow, and gzip checks its CRC and length."""
+        if self._verified:
+            return
+        if self._file.read(1):
+            raise DatasetFormatError(f"'{self.path}': bytes follow the {list(self.shape)} array")
+        self._verified = True
+
+    def verify(self) -> None:
+        """Decompress to the end (gzip CRC and length checks) unless already done."""
+        if not self._verified:
+            try:
+                self._skip_to(self._data_start + len(self) * self.frame_bytes)
+                self._check_end()
+            except (EOFError, OSError, zlib.error) as err:
+                raise _gzip_error(self.path, err) from None
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def find_game_dir(root: Path, game: str) -> tuple[str, Path]:
+    """(registry name, folder) of ``game`` under ``root``: the name as given, as in the
+    registry, or any folder whose name the registry maps to the same game."""
+    name = canonical_game_name(game, f"DQN Replay root '{root}'")
+    for candidate in (game, name):
+        if (root / candidate).is_dir():
+            return name, root / candidate
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.is_dir():
+                try:
+                    if canonical_game_name(folder.name, "") == name:
+                        return name, folder
+                except DatasetFormatError:
+                    continue
+    raise DatasetFormatError(f"DQN Replay root '{root}' has no folder for game '{name}' (expected '{root / name}')")
+
+
+def list_checkpoints(logs: Path) -> dict[int, dict[str, Path]]:
+    """Checkpoint suffix -> {attribute name -> file} of a ``replay_logs`` folder.
+
+    Only the six files of :data:`CHECKPOINT_FILES` are listed; ``episode_end_indices`` (a
+    pickle) and anything else are ignored and never opened.
+    """
+    found: dict[int, dict[str, Path]] = {}
+    for file in logs.iterdir():
+        match = _CKPT_NAME.match(file.name)
+        if match and match["name"] in CHECKPOINT_FILES:
+            found.setdefault(int(match["suffix"]), {})[match["name"]] = file
+    return dict(sorted(found.items()))
+
+
+def checkpoint_file(logs: Path, name: str, suffix: int) -> Path:
+    return logs / f"{name}_ckpt.{suffix}.gz"
+
+
+def select_checkpoints(suffixes: Sequence[int], checkpoints: Sequence[int] | None, first_fraction: float | None) -> list[int]:
+    """The suffixes to convert of one run (see the module docstring)."""
+    if checkpoints is not None:
+        return sorted({int(c) for c in checkpoints})
+    suffixes = sorted(suffixes)
+    if first_fraction is not None:
+        return suffixes[: max(1, round_half_up(first_fraction * len(suffixes)))]
+    return suffixes
+
+
+# ----------------------------------------------------------------------------------------------
+# One checkpoint: check, plan, read
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    """An episode to write, in chronological positions of its checkpoint.
+
+    Rows 0..T-1 are the transitions at positions ``first .. first + T - 1``. Terminal: the
+    final row repeats the frame at ``first + T - 1``. Truncated: the final row is the frame at
+    ``first + T``. Positions ``first - 3 .. first - 1`` are its padding slots.
+    """
+
+    first: int
+    steps: int
+    terminal: bool
+
+    @property
+    def frames_stop(self) -> int:
+        return self.first + self.steps + (0 if self.terminal else 1)
+
+
+@dataclass
+class CheckpointPlan:
+    """Which slots of a checkpoint become which episodes, and what was dropped."""
+
+    order: np.ndarray
+    """Slot of every chronological position (fresh slots only)."""
+    episodes: list[PlannedEpisode]
+    counts: dict[str, int]
+
+
+def check_checkpoint(files: dict[str, Path], game: str, num_actions: int | None) -> tuple[dict[str, np.ndarray], int, FrameFile]:
+    """Load and check the small arrays of a checkpoint and open its frame file.
+
+    Returns ``(arrays, add_count, frames)``; every problem names its file.
+    """
+    arrays = {}
+    for name in CHECKPOINT_FILES[1:]:
+        arrays[name] = load_npy_gz(files[name])
+    frames = FrameFile(files["$store$_observation"])
+    try:
+        capacity = len(frames)
+        for name, dtype in _EXPECTED_DTYPES.items():
+            a = arrays[name]
+            if a.dtype != dtype or a.ndim != 1:
+                raise DatasetFormatError(f"'{files[name]}': expected {dtype} [capacity], found {a.dtype} {list(a.shape)}")
+            if a.shape[0] != capacity:
+                raise DatasetFormatError(f"'{files[name]}': has {a.shape[0]} slots but '{files['$store$_observation'].name}' has {capacity}: the arrays of a checkpoint must have equal lengths")
+        add_count_arr = arrays["add_count"]
+        if add_count_arr.ndim != 0 or add_count_arr.dtype.kind not in "iu" or int(add_count_arr) < 0:
+            raise DatasetFormatError(f"'{files['add_count']}': expected a 0-d non-negative int64 array, found {add_count_arr.dtype} {list(add_count_arr.shape)} {add_count_arr!r}")
+        add_count = int(add_count_arr)
+        if add_count > 0 and capacity > 0:
+            cursor = add_count % capacity
+            ir = arrays["invalid_range"]
+            if ir.ndim != 1 or ir.dtype.kind not in "iu" or ir.size < STACK_SIZE + 1:
+                raise DatasetFormatError(f"'{files['invalid_range']}': expected int64 [K + H] (5 for Atari DQN) around the cursor, found {ir.dtype} {list(ir.shape)}")
+            horizon = ir.size - STACK_SIZE
+            expected = (np.arange(ir.size) + cursor - horizon) % capacity
+            if not np.array_equal(ir, expected):
+                raise DatasetFormatError(
+                    f"'{files['invalid_range']}': {ir.tolist()} does not surround the cursor {cursor} that add_count {add_count} gives "
+                    f"(capacity {capacity}); expected {expected.tolist()}"
+                )
+            fresh = np.arange(add_count) if add_count < capacity else np.arange(capacity)
+            terminal = arrays["$store$_terminal"][fresh]
+            bad = np.flatnonzero(terminal > 1)
+            if bad.size:
+                raise DatasetFormatError(f"'{files['$store$_terminal']}': slot {fresh[bad[0]]} has terminal {terminal[bad[0]]}, expected 0 or 1")
+            reward = arrays["$store$_reward"][fresh]
+            bad = np.flatnonzero(~np.isfinite(reward))
+            if bad.size:
+                raise DatasetFormatError(f"'{files['$store$_reward']}': slot {fresh[bad[0]]} has reward {reward[bad[0]]} (rewards must be finite)")
+            action = arrays["$store$_action"][fresh]
+            bad = np.flatnonzero(~actions_in_range(action, num_actions))
+            if bad.size:
+                raise DatasetFormatError(f"'{files['$store$_action']}': slot {fresh[bad[0]]} has action {action[bad[0]]}, outside {game}'s {num_actions} actions")
+    except BaseException:
+        frames.close()
+        raise
+    return arrays, add_count, frames
+
+
+def plan_checkpoint(arrays: dict[str, np.ndarray], add_count: int, capacity: int, starts_at_buffer_start: bool, where: str) -> CheckpointPlan:
+    """Split the fresh slots of a checkpoint into episodes (see the module docstring)."""
+    if add_count < capacity:
+        order = np.arange(add_count, dtype=np.int64)
+        starts_clean = starts_at_buffer_start
+    else:
+        cursor = add_count % capacity
+        order = np.concatenate([np.arange(cursor, capacity), np.arange(cursor)]).astype(np.int64)
+        starts_clean = False
+    terminal = arrays["$store$_terminal"][order].astype(bool)
+    action = arrays["$store$_action"][order]
+    reward = arrays["$store$_reward"][order]
+    n = len(order)
+    counts = {"fresh_slots": n, "padding_slots": 0, "episodes_terminal": 0, "episodes_truncated": 0, "transitions": 0, "dropped_leading_partial": 0, "dropped_trailing_slots": 0}
+    ends = np.flatnonzero(terminal).tolist()
+    episodes: list[PlannedEpisode] = []
+    if starts_clean:
+        pos = 0
+    elif not ends:
+        counts["dropped_leading_partial"] = n
+        return CheckpointPlan(order, episodes, counts)
+    else:
+        pos = ends.pop(0) + 1
+        counts["dropped_leading_partial"] = pos
+    ends.reverse()  # pop() the next terminal
+    while pos < n:
+        pad = slice(pos, min(pos + PADDING, n))
+        if terminal[pad].any() or action[pad].any() or reward[pad].any():
+            bad = pos + int(np.flatnonzero(terminal[pad] | (action[pad] != 0) | (reward[pad] != 0))[0])
+            raise DatasetFormatError(
+                f"{where}: slot {order[bad]} should be one of the {PADDING} zero padding slots that start an episode "
+                f"(after the terminal slot {order[pos - 1] if pos else 'at the buffer start'}), found action {action[bad]}, reward {reward[bad]}, terminal {int(terminal[bad])}"
+            )
+        counts["padding_slots"] += pad.stop - pad.start
+        first = pos + PADDING
+        if first >= n:
+            break
+        if ends:
+            end = ends.pop()
+            episodes.append(PlannedEpisode(first, end - first + 1, terminal=True))
+            pos = end + 1
+        else:
+            steps = n - 1 - first
+            if steps >= 1:
+                episodes.append(PlannedEpisode(first, steps, terminal=False))
+            counts["dropped_trailing_slots"] = 1 if steps >= 1 else n - first
+            break
+    for ep in episodes:
+        counts["episodes_terminal" if ep.terminal else "episodes_truncated"] += 1
+        counts["transitions"] += ep.steps
+    return CheckpointPlan(order, episodes, counts)
+
+
+def subsample_episodes(episodes: list[PlannedEpisode], fraction: float, rng: np.random.Generator) -> list[PlannedEpisode]:
+    """Exactly ``round(fraction * N)`` of the N transitions of ``episodes``, as whole episodes
+    in random order, the last one cut to a truncated prefix; returned in chronological order."""
+    target = round_half_up(fraction * sum(ep.steps for ep in episodes))
+    chosen, taken = [], 0
+    for i in rng.permutation(len(episodes)).tolist():
+        if taken >= target:
+            break
+        ep = episodes[i]
+        if taken + ep.steps <= target:
+            chosen.append(ep)
+            taken += ep.steps
+        else:
+            chosen.append(PlannedEpisode(ep.first, target - taken, terminal=False))
+            taken = target
+    return sorted(chosen, key=lambda e: e.first)
+
+
+def _slot_runs(order: np.ndarray, start: int, stop: int) -> list[tuple[int, int]]:
+    """Contiguous slot ranges of chronological positions ``[start, stop)`` (split at the wrap)."""
+    slots = order[start:stop]
+    breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+    bounds = np.concatenate(([0], breaks, [len(slots)]))
+    return [(int(slots[a]), int(slots[b - 1]) + 1) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def episode_rows(frames: FrameFile, plan: CheckpointPlan, arrays: dict[str, np.ndarray], ep: PlannedEpisode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames [T + 1, H, W], actions [T], rewards [T]) of a planned episode; checks its padding frames."""
+    block = np.empty((PADDING + ep.steps + 1, *frames.shape[1:]), dtype=np.uint8)
+    at = 0
+    for a, b in _slot_runs(plan.order, ep.first - PADDING, ep.frames_stop):
+        frames.read_into(a, block[at : at + b - a])
+        at += b - a
+    padding = block[:PADDING].reshape(PADDING, -1).any(axis=1)
+    if padding.any():
+        slot = plan.order[ep.first - PADDING + int(np.flatnonzero(padding)[0])]
+        raise DatasetFormatError(f"'{frames.path}': slot {slot} should be a zero padding frame before an episode's first step, but it is not all zeros")
+    if ep.terminal:  # Dopamine does not store the final observation: repeat the last frame
+        block[-1] = block[-2]
+    slots = plan.order[ep.first : ep.first + ep.steps]
+    return block[PADDING:], arrays["$store$_action"][slots], arrays["$store$_reward"][slots]
+
+
+# ----------------------------------------------------------------------------------------------
+# The converter
+
+
+def convert_dqn_replay(
+    root: str | Path,
+    out_dir: str | Path,
+    games: Sequence[str],
+    runs: Sequence[int] = (1,),
+    checkpoints: Sequence[int] | None = None,
+    first_fraction: float | None = None,
+    sample_fraction: float | None = None,
+    seed: int = 0,
+    skip_bad: bool = False,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    command: str | None = None,
+    chunk_rows: int = 20_000,
+    max_shard_size: int | str | None = None,
+) -> DatasetMetadata:
+    """Convert DQN Replay checkpoints of ``games`` x ``runs`` into the dataset folder ``out_dir``.
+
+    See the module docstring for the layout, the slot semantics and the subsets. Games are
+    written in the order given, then runs, then checkpoints. Returns the dataset's metadata;
+    ``out_dir/conversion_report.json`` lists every converted checkpoint with its counts, and
+    what was skipped.
+    """
+    root = Path(root)
+    if not games:
+        raise ValueError("convert_dqn_replay needs at least one game")
+    if checkpoints is not None and first_fraction is not None:
+        raise ValueError("give either checkpoints or first_fraction, not both")
+    check_fraction("first_fraction", first_fraction)
+    check_fraction("sample_fraction", sample_fraction)
+    if not root.is_dir():
+        raise DatasetFormatError(f"DQN Replay root '{root}' is not a folder")
+    check_output(out_dir, overwrite)
+    report = ConversionReport(
+        source="dqn_replay",
+        settings={"root": str(root), "games": list(games), "runs": [int(r) for r in runs], "checkpoints": None if checkpoints is None else sorted({int(c) for c in checkpoints}),
+                  "first_fraction": first_fraction, "sample_fraction": sample_fraction, "seed": seed, "skip_bad": skip_bad},
+    )
+    selected: dict[tuple[str, int], list[int]] = {}
+    collection = CollectionInfo(
+        source="",  # completed by _describe once every checkpoint has been read
+        policy="DQN (Dopamine) as it trained: epsilon-greedy, epsilon annealed from 1.0 to 0.01",
+        epsilon=0.01,
+        seed=seed,
+        env=dict(DQN_PROTOCOL),
+        command=default_command() if command is None else command,
+    )
+    bar = tqdm(unit="transition", disable=not progress, desc="dqn-replay")
+
+    def chunks() -> Iterator[dict[str, np.ndarray]]:
+        chunker = EpisodeChunker(chunk_rows)
+        for game in games:
+            name, game_dir = find_game_dir(root, game)
+            num_actions = game_num_actions(name)
+            for run in runs:
+                logs = game_dir / str(run) / "replay_logs"
+                if not logs.is_dir():
+                    err = DatasetFormatError(f"'{logs}': no such folder (run {run} of {name})")
+                    if not skip_bad:
+                        raise err
+                    report.skip(err, logs)
+                    continue
+                found = list_checkpoints(logs)
+                chosen = select_checkpoints(list(found), checkpoints, first_fraction)
+                selected[(name, run)] = chosen
+                for suffix in chosen:
+                    bar.set_description(f"{name} run {run} ckpt {suffix}")
+                    files = {n: found.get(suffix, {}).get(n, checkpoint_file(logs, n, suffix)) for n in CHECKPOINT_FILES}
+                    try:
+                        for frames, actions, rewards, terminal in _convert_checkpoint(files, logs, name, run, suffix, num_actions, sample_fraction, seed, skip_bad, report):
+                            chunk = chunker.add(name, frames, actions, rewards, terminal)
+                            bar.update(len(actions))
+                            if chunk is not None:
+                                yield chunk
+                    except DatasetFormatError as err:
+                        if not skip_bad:
+                            raise
+                        report.skip(err, _culprit(err, logs, suffix))
+        last = chunker.flush()
+        if last is None:
+            detail = f"\n{report.summary()}" if report.skipped else ""
+            raise DatasetFormatError(f"DQN Replay root '{root}': nothing to convert for games {list(games)}, runs {list(runs)}{detail}")
+        _describe(collection, root, selected, checkpoints, first_fraction, sample_fraction, seed, report)
+        yield last  # write_dataset records ``collection`` after the last chunk
+
+    try:
+        meta = write_dataset(out_dir, chunks(), collection=collection, frame_shape=FRAME_SHAPE, overwrite=overwrite, max_shard_size=max_shard_size)
+    finally:
+        bar.close()
+    report.settings["selected_checkpoints"] = {f"{g}/{r}": c for (g, r), c in selected.items()}
+    report.write(meta.path)
+    report.warn_skipped()
+    return meta
+
+
+def _describe(collection: CollectionInfo, root: Path, selected, checkpoints, first_fraction, sample_fraction, seed, report: ConversionReport) -> None:
+    def ranges(values: list[int]) -> str:
+        if not values:
+            return "none"
+        parts, start = [], values[0]
+        for a, b in zip(values, values[1:] + [None]):
+            if b != a + 1:
+                parts.append(str(start) if start == a else f"{start}-{a}")
+                start = b
+        return ",".join(parts)
+
+    how = "all checkpoints" if checkpoints is None and first_fraction is None else (f"checkpoints {ranges(sorted(set(checkpoints)))}" if checkpoints is not None else f"the first {first_fraction:g} of each run's checkpoints")
+    picked = "; ".join(f"{g} run {r}: checkpoints {ranges(c)}" for (g, r), c in selected.items())
+    sample = f"; a seeded sample (seed {seed}) of {sample_fraction:g} of each checkpoint's transitions, drawn as whole episodes (the last cut to a truncated prefix)" if sample_fraction else ""
+    skipped = f"; {len(report.skipped)} bad input(s) skipped (see {REPORT_FILE})" if report.skipped else ""
+    collection.source = (
+        f"DQN Replay Dataset (Agarwal et al., 2020; Dopamine logged replay, legacy atari-py ROMs, gym NoFrameskip-v0 with sticky actions) read from '{root}': "
+        f"{how} ({picked}){sample}{skipped}. Rewards as stored (clipped to [-1, 1]). Dopamine marks the 27,000-step time limit as terminal, so those "
+        "episodes are terminal here too. Dopamine does not store the observation after a terminal transition: a terminal episode's final row repeats its "
+        "last frame (never bootstrapped from). Each checkpoint is converted on its own: the episode cut at its oldest slot is dropped, the one running at "
+        "its newest slot ends truncated."
+    )
+
+
+def _culprit(err: DatasetFormatError, logs: Path, suffix: int) -> str:
+    match = re.search(r"'([^']+)'", str(err))
+    return match.group(1) if match else str(logs / f"*_ckpt.{suffix}.gz")
+
+
+def actions_in_range(actions: np.ndarray, num_actions: int | None) -> np.ndarray:
+    """bool mask: ``0 <= a < num_actions`` (only ``a >= 0`` when ``num_actions`` is None)."""
+    return (actions >= 0) & (actions < (num_actions if num_actions else np.iinfo(np.int32).max))
+
+
+def check_actions(actions: np.ndarray, num_actions: int | None, where: str) -> None:
+    """Actions index the game's minimal action set: ``0 <= a < num_actions``."""
+    bad = np.flatnonzero(~actions_in_range(actions, num_actions))
+    if bad.size:
+        raise DatasetFormatError(f"{where}: step {bad[0]} has action {actions[bad[0]]}, outside the game's {num_actions} actions")
+
+
+def game_num_actions(game: str) -> int | None:
+    """Size of the game's minimal action set (ale_py's ROM), or None when it cannot be read."""
+    from scaled_ql.games import get_game
+
+    try:
+        return get_game(game).num_actions
+    except Exception:  # no ROM in this ale_py: the action range is not checked
+        return None
+
+
+def _convert_checkpoint(files, logs: Path, game: str, run: int, suffix: int, num_actions, sample_fraction, seed: int, skip_bad: bool, report: ConversionReport):
+    """Yield ``(frames, actions, rewards, terminal)`` of every episode to write from one checkpoint."""
+    missing = [p for p in files.values() if not p.is_file()]
+    if missing:
+        present = [n for n, p in files.items() if p.is_file()]
+        what = "no file of this checkpoint exists" if not present else "missing " + ", ".join(p.name for p in missing)
+        raise DatasetFormatError(f"'{missing[0]}': checkpoint {suffix} of '{logs}' is incomplete ({what})")
+    arrays, add_count, frames = check_checkpoint(files, game, num_actions)
+    try:
+        where = f"checkpoint {suffix} of '{logs}'"
+        plan = plan_checkpoint(arrays, add_count, len(frames), starts_at_buffer_start=suffix == 0, where=where)
+        episodes = plan.episodes
+        entry = {"game": game, "run": run, "checkpoint": suffix, "add_count": add_count, "capacity": len(frames), **plan.counts}
+        if sample_fraction is not None:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(game.encode()), run, suffix]))
+            episodes = subsample_episodes(episodes, sample_fraction, rng)
+            entry["sampled_transitions"] = sum(ep.steps for ep in episodes)
+        if skip_bad:  # verify everything this checkpoint will read before writing any of it
+            for ep in episodes:
+                episode_rows(frames, plan, arrays, ep)
+            frames.verify()
+        for ep in episodes:
+            pixels, actions, rewards = episode_rows(frames, plan, arrays, ep)
+            yield pixels, actions, rewards, ep.terminal
+        frames.verify()
+        report.inputs.append(entry)
+    finally:
+        frames.close()

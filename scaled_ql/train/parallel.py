@@ -1,0 +1,127 @@
+"""The only place that knows about distribution: build the accelerator, wrap model and optimizer.
+
+Models never import this; the training loop calls :func:`make_accelerator` once and
+:func:`prepare` once. What the launcher decided (``accelerate launch`` sets ``ACCELERATE_*``
+variables; ``torchrun`` sets ``WORLD_SIZE``) is read here, checked against the config's ``dist``
+section, and written back into the config as resolved values, so the run's ``config.json``
+records it. A disagreement stops with both values named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+
+from scaled_ql.config import ConfigError, ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The resolved layout of a run."""
+
+    world_size: int
+    rank: int
+    per_device_batch: int
+    mixed_precision: str
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes")
+
+
+def _check_launcher(cfg: ExperimentConfig, mixed_precision: str) -> None:
+    dist = cfg.dist
+    for env, backend in (("ACCELERATE_USE_DEEPSPEED", "deepspeed"), ("ACCELERATE_USE_FSDP", "fsdp")):
+        flag = _env_flag(env)
+        if flag is True and dist.backend != backend:
+            raise ConfigError(f"the launcher sets {env}=true but config key 'dist.backend' is '{dist.backend}'; "
+                              f"add dist.backend={backend} or launch with another accelerate config")
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if dist.backend == "deepspeed" and stage is not None and int(stage) != dist.zero_stage:
+        raise ConfigError(f"the launcher sets ACCELERATE_DEEPSPEED_ZERO_STAGE={stage} but config key 'dist.zero_stage' is {dist.zero_stage}")
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is not None and launched != mixed_precision:
+        raise ConfigError(f"the launcher sets ACCELERATE_MIXED_PRECISION={launched} but config key 'dist.mixed_precision' "
+                          f"resolves to '{mixed_precision}'")
+
+
+def resolve_mixed_precision(cfg: ExperimentConfig, device_type: str) -> str:
+    if cfg.dist.mixed_precision != "auto":
+        if cfg.dist.mixed_precision == "bf16" and device_type == "cpu":
+            raise ConfigError("config key 'dist.mixed_precision': expected 'no' or 'auto' on CPU (bf16 matmul is "
+                              "hundreds of times slower there), found 'bf16'")
+        return cfg.dist.mixed_precision
+    return "bf16" if device_type == "cuda" else "no"
+
+
+def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConfig, Topology]:
+    """Build the accelerator and return the config with ``dist`` resolved (world size, precision)."""
+    dist, train = cfg.dist, cfg.train
+    wants_gpu = train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
+    mixed_precision = resolve_mixed_precision(cfg, "cuda" if wants_gpu else "cpu")
+    _check_launcher(cfg, mixed_precision)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.world_size and dist.world_size != world_size:
+        raise ConfigError(f"config key 'dist.world_size' is {dist.world_size} but the launcher started {world_size} "
+                          f"processes; set dist.world_size=0 to take the launcher's")
+    per_device, rest = divmod(train.batch_size, world_size * dist.grad_accum)
+    if rest or per_device % len(cfg.games):
+        raise ConfigError(
+            f"config key 'train.batch_size' ({train.batch_size}, the global batch) must split into "
+            f"{world_size} processes x {dist.grad_accum} micro-batches (dist.grad_accum) of a multiple of "
+            f"{len(cfg.games)} games; found {train.batch_size / (world_size * dist.grad_accum):g} per micro-batch"
+        )
+
+    kwargs: dict = {"mixed_precision": mixed_precision, "gradient_accumulation_steps": dist.grad_accum}
+    if dist.backend == "deepspeed":
+        # accelerate sets up DeepSpeed's process group only when this flag is present (as
+        # `accelerate launch --use_deepspeed` sets it); under torchrun the config supplies it.
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        if not wants_gpu:
+            # On CPU, accelerate only finds the processes (gloo) when asked with cpu=True, which
+            # in turn switches DeepSpeed off; set the process state up first, then DeepSpeed.
+            PartialState(cpu=True)
+        # Built from keyword arguments (not a full JSON config), so an accelerate config file that
+        # sets the ZeRO stage or bf16 stays compatible; precision comes from `mixed_precision`.
+        plugin = DeepSpeedPlugin(zero_stage=dist.zero_stage, gradient_accumulation_steps=dist.grad_accum,
+                                 gradient_clipping=float(train.grad_clip))
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = per_device
+        plugin.deepspeed_config["steps_per_print"] = 1 << 30
+        kwargs["deepspeed_plugin"] = plugin
+    elif dist.backend == "fsdp":
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy="SHARD_GRAD_OP", use_orig_params=True)
+        kwargs["cpu"] = not wants_gpu
+    else:
+        kwargs["cpu"] = not wants_gpu
+    accelerator = Accelerator(**kwargs)
+
+    resolved = dataclasses.replace(cfg, dist=dataclasses.replace(dist, world_size=accelerator.num_processes,
+                                                                  mixed_precision=mixed_precision))
+    return accelerator, resolved, Topology(world_size=accelerator.num_processes, rank=accelerator.process_index,
+                                           per_device_batch=per_device, mixed_precision=mixed_precision)
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """Wrap the online network and its optimizer (DDP, DeepSpeed engine or FSDP). The target
+    network is never wrapped: it is a plain copy refreshed from the unwrapped online weights."""
+    return accelerator.prepare(model, optimizer)
+
+
+def shutdown(accelerator: Accelerator | None) -> None:
+    """End the run cleanly: destroy the process group so multi-process runs exit without aborts."""
+    if accelerator is not None:
+        accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    # accelerate keeps its state in process-wide singletons; reset them so a later run in the same
+    # process (tests, notebooks) builds its own accelerator from its own config.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
