@@ -110,3 +110,18 @@ def test_unknown_backbone_lists_valid_ones():
     cfg = load_config(None, ["model.backbone=resnet9000"])
     with pytest.raises(ValueError, match=r"model.backbone.*resnet9000.*impala.*nature"):
         build_model(cfg)
+
+
+def test_config_json_records_action_sets_and_refuses_other_ones(tmp_path):
+    import json
+
+    cfg = load_config(None, ["games=[Pong, Breakout]", "model.feature_dim=16"])
+    build_model(cfg).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["games"] == ["Pong", "Breakout"]
+    assert config["action_sets"] == [list(get_game("Pong").action_set), list(get_game("Breakout").action_set)]
+    assert config["env"]["sticky_action_prob"] == 0.25 and config["model"]["backbone"] == "nature"
+    config["action_sets"][1] = [0, 1, 2, 3]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"action_sets.*'Breakout'"):
+        MultiGameQNetwork.from_pretrained(tmp_path)

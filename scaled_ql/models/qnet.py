@@ -78,6 +78,9 @@ class MultiGameQNetwork(
         games: game names; a sample's game id indexes this list.
         model: a ``ModelConfig`` as a dict.
         env: an ``EnvConfig`` as a dict (the preprocessing protocol the network expects).
+        action_sets: per game, the ALE actions its head's outputs stand for (head output i is
+            ALE action ``action_sets[g][i]``); recorded so a checkpoint says what its outputs
+            mean, and checked against the installed ale_py when loaded. None: read from ale_py.
     """
 
     fsdp_wrap_modules = ("ResidualBlock", "BasicBlock", "Bottleneck", "ViTLayer")
@@ -90,7 +93,9 @@ class MultiGameQNetwork(
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
 
-    def __init__(self, games: list[str], model: dict[str, Any], env: dict[str, Any]) -> None:
+    def __init__(
+        self, games: list[str], model: dict[str, Any], env: dict[str, Any], action_sets: list[list[int]] | None = None
+    ) -> None:
         super().__init__()
         self.games = list(games)
         self.model_cfg = ModelConfig(**model)
@@ -105,7 +110,13 @@ class MultiGameQNetwork(
             )
         value_head = VALUE_HEADS[cfg.value]
         self.num_atoms = value_head.atoms(cfg)
-        self.action_counts = [FULL_ACTION_SET if env_cfg.full_action_space else get_game(g).num_actions for g in self.games]
+        expected = action_sets_for(self.games, env_cfg)
+        if action_sets is not None and [list(map(int, a)) for a in action_sets] != expected:
+            bad = next(g for g, a, e in zip(self.games, action_sets, expected) if list(map(int, a)) != e)
+            raise ValueError(f"config key 'action_sets': the checkpoint's actions for game '{bad}' differ from the "
+                             f"installed ale_py's {expected[self.games.index(bad)]}; its head outputs would mean other actions")
+        self.action_sets = expected
+        self.action_counts = [len(a) for a in expected]
         self.max_actions = max(self.action_counts)
         self.num_heads = 1 if cfg.shared_head else len(self.games)
 
@@ -122,7 +133,9 @@ class MultiGameQNetwork(
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> "MultiGameQNetwork":
-        return cls(games=cfg.games, model=_asdict(cfg.model), env=_asdict(cfg.env))
+        # The action sets are passed explicitly so config.json (the saved init arguments) records them.
+        return cls(games=cfg.games, model=_asdict(cfg.model), env=_asdict(cfg.env),
+                   action_sets=action_sets_for(cfg.games, cfg.env))
 
     @property
     def distributional(self) -> bool:
@@ -154,6 +167,13 @@ class MultiGameQNetwork(
     @torch.no_grad()
     def greedy_actions(self, obs: torch.Tensor, game: torch.Tensor) -> torch.Tensor:
         return self(obs, game).q.argmax(-1)
+
+
+def action_sets_for(games: list[str], env_cfg: EnvConfig) -> list[list[int]]:
+    """Per game, the ALE actions of its head outputs: the minimal set, or all 18."""
+    if env_cfg.full_action_space:
+        return [list(range(FULL_ACTION_SET)) for _ in games]
+    return [[int(a) for a in get_game(g).action_set] for g in games]
 
 
 def _asdict(dc: Any) -> dict[str, Any]:
