@@ -91,3 +91,24 @@ def test_deepspeed_zero2_trains_checkpoints_and_resumes(tmp_path):
     launch(2, tmp_path, *common, "train.steps=50", resume=True)
     assert latest_checkpoint(run).name == "00000050"
     assert len(scalars(run, "loss/total")) == 25  # 40 steps, then 10 more after the resume, logged every 2
+
+
+def test_fsdp_on_cpu_is_refused_with_the_key_named(tmp_path, debug_dataset):
+    from scaled_ql.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dist.backend.*fsdp.*GPUs only"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "dist.backend=fsdp", "train.device=cpu"), progress=False)
+
+
+def test_launcher_and_config_disagreement_names_both(tmp_path, debug_dataset, monkeypatch):
+    from scaled_ql.config import ConfigError
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match=r"ACCELERATE_USE_DEEPSPEED=true.*dist.backend.*'ddp'"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}"), progress=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ConfigError, match=r"dist.world_size.*is 2 but the launcher started 1"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "dist.world_size=2"), progress=False)
+    with pytest.raises(ConfigError, match=r"train.batch_size.*\(6, the global batch\).*2 games"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "train.batch_size=6", "dist.grad_accum=2"), progress=False)

@@ -166,3 +166,12 @@ def test_frame_size_mismatch_names_dataset_and_key(tmp_path, debug_dataset):
     with pytest.raises(ConfigError, match=r"frames of shape \(84, 84\).*env.frame_size"):
         pretrain(cfg, progress=False)
     assert not cfg.run_dir.exists()
+
+
+def test_gradient_accumulation_draws_micro_batches_per_update(tmp_path, debug_dataset):
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=6",
+                       "train.checkpoint_every=6", "dist.grad_accum=2")
+    result = pretrain(cfg, progress=False)
+    state = json.loads((result.checkpoint / "state" / "trainer.json").read_text())
+    assert result.step == 6 and state["ranks"][0]["sampler"]["batches_drawn"] == 12
+    assert state["ranks"][0]["sampler"]["batch_size"] == cfg.train.batch_size // 2

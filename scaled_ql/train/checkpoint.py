@@ -97,19 +97,27 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _is_sharded(optimizer: Any) -> bool:
-    """True for optimizers whose state is split across processes (DeepSpeed ZeRO)."""
+def _optimizer_layout(optimizer: Any, accelerator: Any) -> str:
+    """``zero`` (DeepSpeed ZeRO partitions), ``per_rank`` (FSDP: each process holds the state of
+    its shard) or ``full`` (every process holds the same, whole state)."""
     inner = getattr(optimizer, "optimizer", optimizer)
-    return hasattr(inner, "single_partition_of_fp32_groups")
+    if hasattr(inner, "single_partition_of_fp32_groups"):
+        return "zero"
+    if accelerator is not None and str(accelerator.distributed_type).endswith("FSDP"):
+        return "per_rank"
+    return "full"
 
 
-def _sharded_optimizer_state(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """This process's ZeRO shard: the inner Adam state over its flat fp32 partition, and the partition."""
-    zero = getattr(optimizer, "optimizer", optimizer)
-    tensors, meta = optimizer_to_safetensors(zero.optimizer)
-    for i, part in enumerate(zero.single_partition_of_fp32_groups):
+def _rank_optimizer_state(optimizer: Any, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's part of a sharded optimizer (for ZeRO: the inner Adam state over its flat
+    fp32 partition, and the partition)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if layout == "per_rank":
+        return optimizer_to_safetensors(inner)
+    tensors, meta = optimizer_to_safetensors(inner.optimizer)
+    for i, part in enumerate(inner.single_partition_of_fp32_groups):
         tensors[f"fp32_partition.{i}"] = part.detach().cpu().contiguous()
-    meta["fp32_partitions"] = len(zero.single_partition_of_fp32_groups)
+    meta["fp32_partitions"] = len(inner.single_partition_of_fp32_groups)
     return tensors, meta
 
 
@@ -149,9 +157,10 @@ def save_checkpoint(
         (tmp / "state").mkdir(parents=True)
     _barrier(accelerator)
 
-    sharded = _is_sharded(optimizer)
+    layout = _optimizer_layout(optimizer, accelerator)
+    sharded = layout != "full"
     if sharded:
-        opt_tensors, opt_meta = _sharded_optimizer_state(optimizer)
+        opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
         save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
         (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
     gathered = [rank_state] if accelerator is None else gather_object([rank_state])
@@ -160,7 +169,8 @@ def save_checkpoint(
         model.save_pretrained(tmp / "model")
         (tmp / "model" / "train_config.json").write_text(cfg.to_json())
         save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
-        meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded, "ranks": gathered}
+        meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded,
+                                "optimizer_layout": layout, "ranks": gathered}
         if not sharded:
             opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
             save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
@@ -246,16 +256,19 @@ def load_optimizer(path: Path, loaded: LoadedState, optimizer: Any, rank: int, w
         if loaded.meta.get("sharded_optimizer"):
             if world_size != loaded.world_size:
                 raise CheckpointError(
-                    f"checkpoint '{path}' holds a ZeRO optimizer sharded over {loaded.world_size} processes; "
-                    f"this run has {world_size}. Resume a DeepSpeed run with the same number of processes"
+                    f"checkpoint '{path}' holds an optimizer sharded over {loaded.world_size} processes; "
+                    f"this run has {world_size}. Resume a DeepSpeed or FSDP run with the same number of processes"
                 )
-            zero = getattr(optimizer, "optimizer", optimizer)
+            inner = getattr(optimizer, "optimizer", optimizer)
             tensors = load_file(path / "state" / f"optimizer_rank{rank}.safetensors")
             meta = json.loads((path / "state" / f"optimizer_rank{rank}.json").read_text())
-            parts = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("fp32_partition.")]}
-            zero.optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
-            for i, part in enumerate(zero.single_partition_of_fp32_groups):
-                part.data.copy_(parts[f"fp32_partition.{i}"])
+            if loaded.meta.get("optimizer_layout") == "per_rank":
+                inner.load_state_dict(optimizer_from_safetensors(tensors, meta))
+            else:
+                parts = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("fp32_partition.")]}
+                inner.optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
+                for i, part in enumerate(inner.single_partition_of_fp32_groups):
+                    part.data.copy_(parts[f"fp32_partition.{i}"])
         else:
             inner = getattr(optimizer, "optimizer", optimizer)
             inner.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), loaded.meta["optimizer"]))

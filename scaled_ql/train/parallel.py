@@ -95,8 +95,10 @@ def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConf
         plugin.deepspeed_config["steps_per_print"] = 1 << 30
         kwargs["deepspeed_plugin"] = plugin
     elif dist.backend == "fsdp":
+        if not wants_gpu:
+            raise ConfigError("config key 'dist.backend' is 'fsdp', which accelerate runs on GPUs only; on CPU use "
+                              "dist.backend=ddp or dist.backend=deepspeed")
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy="SHARD_GRAD_OP", use_orig_params=True)
-        kwargs["cpu"] = not wants_gpu
     else:
         kwargs["cpu"] = not wants_gpu
     accelerator = Accelerator(**kwargs)
