@@ -74,12 +74,13 @@ def test_saved_by_two_processes_resumes_on_one(tmp_path, debug_dataset):
     assert_close(weights(full.run_dir), weights(resumed.run_dir))
 
 
-def test_deepspeed_zero2_trains_checkpoints_and_resumes(tmp_path):
+@pytest.mark.parametrize("stage", [1, 2])
+def test_deepspeed_zero_trains_checkpoints_and_resumes(tmp_path, stage):
     from tests.fixtures import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "data").path  # a fixed small dataset the network can fit
     common = [f"data.path={data}", "eval.episodes=0", "train.batch_size=8", "dist.backend=deepspeed",
-              "dist.zero_stage=2", "train.log_every=2", "train.checkpoint_every=10", "train.lr=1e-3",
+              f"dist.zero_stage={stage}", "train.log_every=2", "train.checkpoint_every=10", "train.lr=1e-3",
               "loss.cql_alpha=1.0"]
     launch(2, tmp_path, *common, "train.steps=40")
     run = tmp_path / "runs" / "debug"
