@@ -110,6 +110,8 @@ _CKPT_NAME = re.compile(r"^(?P<name>.+)_ckpt\.(?P<suffix>\d+)\.gz$")
 _READ_BLOCK = 16 << 20
 
 DQN_PROTOCOL = {
+    "emulator": "gym *NoFrameskip-v0 (atari-py) as wrapped by Dopamine",
+    "rewards": "clipped to [-1, 1] by the agent that logged them",
     "frame_size": 84,
     "frame_stack": STACK_SIZE,
     "frameskip": 4,

@@ -676,7 +676,8 @@ def convert_rl_unplugged(
         source="",  # completed once every file has been read
         policy="DQN (Dopamine) as it trained: epsilon-greedy, epsilon annealed from 1.0 to 0.01",
         epsilon=0.01,
-        env=dict(DQN_PROTOCOL),
+        env={**DQN_PROTOCOL, "rewards": "episode shards: `unclipped_rewards` (raw); transition shards: `r_t` as "
+             "stored (clipped to [-1, 1] by the logging agent)"},
         command=default_command() if command is None else command,
     )
     bar = tqdm(total=len(shards), unit="file", disable=not progress, desc="rl-unplugged")

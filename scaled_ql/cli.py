@@ -30,11 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prep", help="make a dataset: play ALE, or convert DQN-Replay / RL Unplugged files",
-                       usage="scaled-ql prep [ale|dqn-replay|rlu] --config FILE [options] [key=value ...]",
+                       usage="scaled-ql prep [ale|dqn-replay|rlu|hub] --config FILE [options] [key=value ...]",
                        description="SOURCE (first word, default ale): `ale` rolls out the behaviour policy of the "
                        "config's `prep` section (uniform random, or epsilon-greedy from a checkpoint) in every game of "
                        "`games`; `dqn-replay` converts Dopamine replay logs under --root (<Game>/<run>/replay_logs/); "
-                       "`rlu` converts RL Unplugged Atari TFRecord shards given by --input. Every source writes one "
+                       "`rlu` converts RL Unplugged Atari TFRecord shards given by --input; `hub` converts a Hugging Face "
+                       "Hub Atari dataset in the JAT format (--repo-id, --hub-config). Every source writes one "
                        "row per step (single 84x84 frame, action, reward, terminal, truncated, episode id, game) as "
                        "Arrow files with a dataset card.")
     _add_config(p)
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-fraction", type=float, default=None,
                    help="dqn-replay: keep this fraction of each checkpoint's transitions, as whole episodes (CQL: 0.01, 0.1)")
     p.add_argument("--input", nargs="+", default=None, help="rlu: TFRecord files, folders or globs")
+    p.add_argument("--repo-id", default=None,
+                   help="hub: a Hub dataset repo id (e.g. jat-project/jat-dataset) or a local copy of one")
+    p.add_argument("--hub-config", nargs="+", default=None,
+                   help="hub: dataset configs to convert (e.g. atari-pong); default: those of the config's games")
+    p.add_argument("--max-episodes", type=int, default=None, help="hub: at most this many episodes per config")
     p.add_argument("--skip-bad", action="store_true", help="dqn-replay/rlu: skip unreadable inputs and list them at the end")
 
     p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
@@ -135,7 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
         return 0
 
-    sources = ("ale", "dqn-replay", "rlu")
+    sources = ("ale", "dqn-replay", "rlu", "hub")
     source = "ale"
     if args.command == "prep" and args.overrides and args.overrides[0] in sources:
         source, args.overrides = args.overrides[0], args.overrides[1:]
@@ -193,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _convert(source: str, cfg, args: argparse.Namespace) -> None:
-    """``scaled-ql prep dqn-replay|rlu``: convert files in a published format into a dataset."""
+    """``scaled-ql prep dqn-replay|rlu|hub``: convert data in a published format into a dataset."""
     out = args.out or Path(cfg.data.path)
     command = " ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)])
     if source == "dqn-replay":
@@ -204,6 +210,13 @@ def _convert(source: str, cfg, args: argparse.Namespace) -> None:
         convert_dqn_replay(args.root, out, cfg.games, runs=tuple(args.runs), checkpoints=args.checkpoints,
                            first_fraction=args.first_fraction, sample_fraction=args.sample_fraction, seed=cfg.seed,
                            skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+    elif source == "hub":
+        from data_prep.hub_datasets import convert_hub_dataset
+
+        if not args.repo_id:
+            raise ValueError("prep hub: --repo-id is required (a Hub dataset repo id or a local copy)")
+        convert_hub_dataset(args.repo_id, out, None if args.hub_config else cfg.games, config_names=args.hub_config,
+                            max_episodes=args.max_episodes, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
     else:
         from data_prep.rl_unplugged import convert_rl_unplugged
 

@@ -91,3 +91,20 @@ def test_bench_commands_print_json(capsys):
     assert main(["bench", "sampler", "--config", DEBUG, "--seconds", "0.5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["transitions_per_s"] > 0
+
+
+def test_prep_converts_dqn_replay_and_trains_on_it(tmp_path, capsys):
+    """`scaled-ql prep dqn-replay` on files in the exact Dopamine format, then `pretrain` unchanged."""
+    from tests.test_dqn_replay import RUN1, play
+
+    root = tmp_path / "dqn"
+    for game in ("Pong", "Breakout"):
+        play(root / game / "1" / "replay_logs", RUN1)
+    data = tmp_path / "converted"
+    common = [f"data.path={data}", f"runs_dir={tmp_path / 'runs'}"]
+    assert main(["prep", "dqn-replay", "--config", DEBUG, "--root", str(root), "--first-fraction", "0.5", *common]) == 0
+    card = (data / "README.md").read_text()
+    assert "clipped to [-1, 1]" in card and "first-fraction 0.5" in card
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", *common, "eval.episodes=0", "train.steps=4"]) == 0
+    assert main(["prep", "dqn-replay", "--config", DEBUG, f"data.path={tmp_path / 'x'}"]) == 2
+    assert "--root is required" in capsys.readouterr().err

@@ -505,12 +505,17 @@ def render_card(meta: DatasetMetadata) -> str:
             f"- Behaviour policy: {policy}",
             f"- Epsilon: {c.get('epsilon', '?')}",
             f"- Seed: {c.get('seed', '?')}",
-            f"- Agent steps per game (budget, over all environments): {c.get('steps_per_game', '?')} with {c.get('num_envs', '?')} parallel environments",
-            "- Protocol: ALE v5 (ale_py), "
+        ] + ([f"- Agent steps per game (budget, over all environments): {c['steps_per_game']} with {c.get('num_envs', '?')} parallel environments"]
+             if c.get("steps_per_game") else []) + [
+            f"- Protocol: {env.get('emulator', 'ALE v5 (ale_py)')}, "
             f"sticky actions {env.get('sticky_action_prob', '?')}, frameskip {env.get('frameskip', '?')} with max-pooling of the last two frames, "
-            f"{env.get('frame_size', '?')}x{env.get('frame_size', '?')} grayscale, episode cap {env.get('max_episode_frames', '?')} frames"
+            f"{env.get('frame_size', '?')}x{env.get('frame_size', '?')} grayscale, episode cap {env.get('max_episode_frames', 'not recorded')} frames"
             + (f", extra truncation after {c['max_episode_steps']} agent steps" if c.get("max_episode_steps") else "")
-            + f", {'full' if env.get('full_action_space') else 'minimal'} action set, no no-op starts, no fire reset, no episodic life",
+            + f", {'full' if env.get('full_action_space') else 'minimal'} action set"
+            + (f", up to {env['noop_max']} no-op starts" if env.get("noop_max") else ", no no-op starts")
+            + (", fire reset" if env.get("fire_reset") else ", no fire reset")
+            + (", episodic life" if env.get("episodic_life") else ", no episodic life"),
+            f"- Rewards: {env.get('rewards', 'raw, as the emulator returned them (not clipped)')}",
             "",
             "Command:",
             "",
@@ -526,7 +531,7 @@ def render_card(meta: DatasetMetadata) -> str:
         "",
         f"One row per step with a single uint8 frame of shape {list(meta.frame_shape)} (frames are not stacked; "
         "the sampler stacks 4 at sample time, zero-filled before an episode's first frame). "
-        "Columns: `frame`, `action` (int32), `reward` (float32, raw, not clipped), `terminal`, `truncated`, "
+        "Columns: `frame`, `action` (int32), `reward` (float32, as recorded: see Rewards above), `terminal`, `truncated`, "
         "`episode_id` (int64, unique), `step` (int32), `game` (string).",
         "",
         "Row convention (RLDS-like): an episode of T agent steps is T + 1 contiguous rows. Row t holds the observation "
