@@ -14,6 +14,17 @@ Transition from start row t of an episode whose last row is e (t < e):
 so a truncated episode (time limit, collection budget) bootstraps from its final observation,
 and nothing ever crosses into the next episode. Stacks hold rows t-K+1 .. t, oldest first,
 with zeros for rows before the episode's first.
+
+Every batch also carries ``mc_return``, the discounted Monte-Carlo return-to-go of the start
+row, computed once for all rows at construction (:func:`discounted_returns_to_go`):
+  mc_return = sum_{t<=j<e} gamma^(j-t) * clip(r_j)
+Cal-QL (Nakamoto et al., 2023) uses it as V_ref(s_t), the value of the data-collecting policy.
+For a terminal episode it is that policy's exact return from s_t. For a truncated episode the
+sum stops at the truncation (the unseen tail counts as 0, as in the Cal-QL reference code and
+CORL's ``get_return_to_go``): a lower-information estimate that misses
+sum_{j>=e} gamma^(j-t) clip(r_j), at most gamma^(e-t) * max abs(clip(r)) / (1 - gamma) in size
+(large near the cut, negligible hundreds of steps before it). Where clipped rewards are
+non-negative, as in most Atari games, it underestimates, so the Cal-QL bound is only weaker there.
 """
 
 from __future__ import annotations
@@ -24,6 +35,43 @@ import numpy as np
 
 from scaled_ql.data.batch import Batch
 from scaled_ql.data.store import ReplayStore
+
+
+def discounted_returns_to_go(reward: np.ndarray, last_row: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_{t<=j<e} gamma^(j-t) * reward_j for every row t, e the last row of t's episode
+    (G_e = 0: the last row holds the final observation, its reward is never used).
+
+    reward float [N] (already clipped); last_row bool [N], True at each episode's last row
+    (rows of an episode are contiguous and ``last_row[-1]`` is True). Returns float32 [N].
+
+    The recursion G_t = reward_t + gamma * G_{t+1} runs backwards over k = steps before the
+    episode's end, vectorized over all episodes at once: iteration k updates row e - k of every
+    episode with at least k steps (a prefix of the episodes sorted by length). The work is O(N),
+    there are (longest episode) iterations (at most 27,000 for Atari's cap), and each G is computed
+    in float64 exactly as the per-episode loop would. A cumulative sum weighted by gamma^(-t)
+    would be one numpy call, but gamma^(-t) overflows float64 beyond t of about 70,000
+    (gamma = 0.99) and its segment differences cancel catastrophically, so it is not used.
+    """
+    reward = np.asarray(reward)
+    last_row = np.asarray(last_row, dtype=np.bool_)
+    n = reward.shape[0]
+    if reward.ndim != 1 or last_row.shape != (n,):
+        raise ValueError(f"reward and last_row: expected two arrays of shape [N], found {list(reward.shape)} and {list(last_row.shape)}")
+    returns = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return returns.astype(np.float32)
+    if not last_row[-1]:
+        raise ValueError(f"last_row: the final row ({n - 1}) must end an episode")
+    ends = np.flatnonzero(last_row)
+    steps = ends - np.concatenate(([-1], ends[:-1])) - 1  # transitions per episode (rows - 1)
+    order = np.argsort(-steps, kind="stable")
+    ends, steps = ends[order], steps[order]  # longest episode first
+    # active[k - 1] = number of episodes with at least k steps.
+    active = np.searchsorted(-steps, -np.arange(1, int(steps[0]) + 1), side="right")
+    for k, count in enumerate(active.tolist(), start=1):
+        rows = ends[:count] - k
+        returns[rows] = reward[rows] + gamma * returns[rows + 1]
+    return returns.astype(np.float32)
 
 
 class Sampler:
@@ -82,6 +130,7 @@ class Sampler:
         rewards = store.reward
         self._reward = np.clip(rewards, -reward_clip, reward_clip).astype(np.float32) if reward_clip > 0 else rewards.astype(np.float32)
         self._discounts = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
+        self._mc_return = discounted_returns_to_go(self._reward, store.is_last_row, self.gamma)
         starts = [store.valid_starts(g) for g in range(num_games)]
         for game, s in zip(store.games, starts):
             if s.size == 0:
@@ -144,6 +193,7 @@ class Sampler:
             discount=discount.astype(np.float32, copy=False),
             next_obs=frames[b:],
             game=store.game_id[rows].astype(np.int64),
+            mc_return=self._mc_return[rows],
         )
 
     # ------------------------------------------------------------------------------------------
