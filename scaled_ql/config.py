@@ -90,11 +90,35 @@ class DataConfig:
     """Discount factor."""
     reward_clip: float = 1.0
     """Rewards are clipped to [-reward_clip, reward_clip] for training (DQN convention); 0 disables."""
+    ignore_extra_games: bool = False
+    """Allow the dataset to hold games that are not in ``games`` (they are left out), e.g. to
+    fine-tune on one game of a multi-game dataset."""
+    holdout_fraction: float = 0.0
+    """Fraction of episodes (chosen by a hash of their id) kept out of training; the TD error on
+    them is logged as ``holdout/*`` so overfitting a small dataset shows."""
 
     def __post_init__(self) -> None:
+        _check(0.0 <= self.holdout_fraction < 1.0, "data.holdout_fraction", "a fraction in [0, 1)", self.holdout_fraction)
         _check(self.n_step >= 1, "data.n_step", "at least 1", self.n_step)
         _check(0.0 < self.gamma <= 1.0, "data.gamma", "a number in (0, 1]", self.gamma)
         _check(self.reward_clip >= 0.0, "data.reward_clip", "a non-negative number", self.reward_clip)
+
+
+@dataclass(kw_only=True, slots=True)
+class FinetuneConfig:
+    """Starting from a pretrained checkpoint (``scaled-ql finetune``)."""
+
+    init: str = ""
+    """Checkpoint to start from: a run folder, checkpoint folder, model folder or Hub repo id.
+    Empty: train from scratch. Its backbone is loaded; each game of ``games`` that it has a head
+    for gets that head, other games a fresh one."""
+    freeze_backbone: bool = False
+    """Train only the heads."""
+    backbone_lr_scale: float = 1.0
+    """The backbone's learning rate is ``train.lr`` times this (heads use ``train.lr``)."""
+
+    def __post_init__(self) -> None:
+        _check(self.backbone_lr_scale >= 0.0, "finetune.backbone_lr_scale", "a non-negative number", self.backbone_lr_scale)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -283,6 +307,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:

@@ -74,6 +74,13 @@ def discounted_returns_to_go(reward: np.ndarray, last_row: np.ndarray, gamma: fl
     return returns.astype(np.float32)
 
 
+def holdout_episodes(episode_id: np.ndarray, fraction: float) -> np.ndarray:
+    """Per row: True if its episode is held out. Deterministic in the episode id alone (a
+    multiplicative hash), so the split does not depend on file order, seeds or world size."""
+    mixed = episode_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps modulo 2**64
+    return (mixed >> np.uint64(40)).astype(np.float64) / float(1 << 24) < fraction
+
+
 class Sampler:
     """Draws :class:`Batch` es of ``batch_size`` transitions, ``batch_size / num_games`` per game.
 
@@ -100,8 +107,14 @@ class Sampler:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        split: str = "all",
+        holdout_fraction: float = 0.0,
     ) -> None:
         num_games = len(store.games)
+        if split not in ("all", "train", "holdout"):
+            raise ValueError(f"split must be 'all', 'train' or 'holdout', found {split!r}")
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), found {holdout_fraction}")
         if batch_size < 1 or batch_size % num_games:
             raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of games ({num_games}: {list(store.games)}) so every batch is balanced")
         if n_step < 1:
@@ -132,9 +145,14 @@ class Sampler:
         self._discounts = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
         self._mc_return = discounted_returns_to_go(self._reward, store.is_last_row, self.gamma)
         starts = [store.valid_starts(g) for g in range(num_games)]
+        if split != "all":  # whole episodes go to one side, chosen by a hash of their id
+            held = holdout_episodes(store.episode_id, holdout_fraction)
+            starts = [s[held[s] == (split == "holdout")] for s in starts]
+        self.split = split
         for game, s in zip(store.games, starts):
             if s.size == 0:
-                raise ValueError(f"game '{game}' has no transition in {[str(p) for p in store.paths]} (no episode with at least one step)")
+                where = "" if split == "all" else f" in the '{split}' split (holdout_fraction {holdout_fraction})"
+                raise ValueError(f"game '{game}' has no transition{where} in {[str(p) for p in store.paths]} (no episode with at least one step)")
         self._starts = np.concatenate(starts)
         self._start_count = np.array([s.size for s in starts], dtype=np.int64)[:, None]
         self._start_offset = np.cumsum([0] + [s.size for s in starts[:-1]]).astype(np.int64)[:, None]
@@ -143,11 +161,15 @@ class Sampler:
         self._stack_steps = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
 
     @classmethod
-    def from_config(cls, store: ReplayStore, data_cfg, batch_size: int, *, frame_stack: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1) -> "Sampler":
-        """Build from a :class:`scaled_ql.config.DataConfig` (``n_step``, ``gamma``, ``reward_clip``)."""
+    def from_config(cls, store: ReplayStore, data_cfg, batch_size: int, *, frame_stack: int = 4, seed: int = 0,
+                    rank: int = 0, world_size: int = 1, split: str = "all") -> "Sampler":
+        """Build from a :class:`scaled_ql.config.DataConfig` (``n_step``, ``gamma``, ``reward_clip``,
+        ``holdout_fraction``); ``split`` picks the training or the held-out episodes."""
+        holdout = data_cfg.holdout_fraction
         return cls(
             store, batch_size, n_step=data_cfg.n_step, gamma=data_cfg.gamma, reward_clip=data_cfg.reward_clip,
             frame_stack=frame_stack, seed=seed, rank=rank, world_size=world_size,
+            split=split if holdout > 0 else "all", holdout_fraction=holdout,
         )
 
     # ------------------------------------------------------------------------------------------

@@ -137,6 +137,33 @@ class MultiGameQNetwork(
         return cls(games=cfg.games, model=_asdict(cfg.model), env=_asdict(cfg.env),
                    action_sets=action_sets_for(cfg.games, cfg.env))
 
+    @torch.no_grad()
+    def init_from(self, source: "MultiGameQNetwork") -> dict[str, list[str]]:
+        """Start from a pretrained network: copy its backbone, and for every game of this network
+        that ``source`` has a head for, that head. Returns which games reused a head and which got
+        a fresh one. The architecture (model and preprocessing settings) must be the same."""
+        mine, theirs = _asdict(self.model_cfg), _asdict(source.model_cfg)
+        diffs = [f"model.{k}: pretrained {theirs[k]!r}, this config {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
+        diffs += [f"env.{k}: pretrained {getattr(source.env_cfg, k)!r}, this config {getattr(self.env_cfg, k)!r}"
+                  for k in self.env_cfg.__dataclass_fields__ if getattr(self.env_cfg, k) != getattr(source.env_cfg, k)]
+        if diffs:
+            raise ValueError("the pretrained network has another architecture or preprocessing:\n  " + "\n  ".join(diffs))
+        self.backbone.load_state_dict(source.backbone.state_dict())
+        shape = (-1, self.max_actions, self.num_atoms)
+        src_shape = (-1, source.max_actions, source.num_atoms)
+        w, b = self.heads.weight.view(*shape, self.heads.in_features), self.heads.bias.view(*shape)
+        sw, sb = source.heads.weight.view(*src_shape, source.heads.in_features), source.heads.bias.view(*src_shape)
+        reused, fresh = [], []
+        for g, game in enumerate(self.games):
+            if game not in source.games:
+                fresh.append(game)
+                continue
+            h, sh, n = (0, 0, self.max_actions) if self.model_cfg.shared_head else (g, source.games.index(game), self.action_counts[g])
+            w[h, :n].copy_(sw[sh, :n])
+            b[h, :n].copy_(sb[sh, :n])
+            reused.append(game)
+        return {"reused_heads": reused, "new_heads": fresh}
+
     @property
     def distributional(self) -> bool:
         return self.support is not None

@@ -26,6 +26,34 @@ def _split(out: QOutput, n: int) -> tuple[QOutput, QOutput]:
     )
 
 
+def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward passes and the loss of ``batch`` (the update step without its backward)."""
+    n = batch.obs.shape[0]
+    # s and s' go through the online network in one pass: half the kernel launches, and
+    # phi(s') for DR3 plus the double-DQN argmax come for free.
+    out, next_online = _split(model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])), n)
+    with torch.no_grad():
+        next_target = target(batch.next_obs, batch.game)
+    net = unwrap(model)
+    loss, metrics = total_loss(
+        out, next_online, next_target, batch, loss_cfg,
+        value=net.model_cfg.value, support=net.support, hl_gauss_sigma=net.model_cfg.hl_gauss_sigma,
+    )
+    q_data = out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
+    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(net.games))
+    return loss, metrics
+
+
+@torch.no_grad()
+def holdout_metrics(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """The loss terms on a held-out batch, without gradient: ``holdout/<term>``."""
+    was_training = model.training
+    model.eval()
+    _, metrics = compute_loss(model, target, batch, loss_cfg)
+    model.train(was_training)
+    return {f"holdout/{k.split('/')[-1]}": v for k, v in metrics.items() if k.startswith("loss/")}
+
+
 def train_step(
     model: nn.Module,
     target: nn.Module,
@@ -41,20 +69,7 @@ def train_step(
     optimizer step go through it, so DDP, DeepSpeed and gradient accumulation work unchanged:
     inside ``accelerator.accumulate`` the wrapped optimizer only steps on the last micro-batch.
     """
-    n = batch.obs.shape[0]
-    # s and s' go through the online network in one pass: half the kernel launches, and
-    # phi(s') for DR3 plus the double-DQN argmax come for free.
-    out, next_online = _split(model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])), n)
-    with torch.no_grad():
-        next_target = target(batch.next_obs, batch.game)
-    net = unwrap(model)
-    loss, metrics = total_loss(
-        out, next_online, next_target, batch, loss_cfg,
-        value=net.model_cfg.value, support=net.support, hl_gauss_sigma=net.model_cfg.hl_gauss_sigma,
-    )
-    q_data = out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
-    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(net.games))
-
+    loss, metrics = compute_loss(model, target, batch, loss_cfg)
     if accelerator is None:
         loss.backward()
         if grad_clip > 0:

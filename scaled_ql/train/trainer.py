@@ -24,7 +24,7 @@ from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
 from scaled_ql.train.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint
 from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
-from scaled_ql.train.step import sync_target, train_step, unwrap
+from scaled_ql.train.step import holdout_metrics, sync_target, train_step, unwrap
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,10 +73,27 @@ def build_training_state(cfg: ExperimentConfig, device: torch.device):
             # DeepSpeed flattens parameters into one buffer and needs them contiguous.
             if cfg.dist.backend != "deepspeed" or net is target:
                 net.to(memory_format=torch.channels_last)
+    if cfg.finetune.init:
+        from scaled_ql.eval.run import load_model
+
+        pretrained, source = load_model(cfg.finetune.init)
+        try:
+            report = model.init_from(pretrained)
+        except ValueError as err:
+            raise ConfigError(f"config key 'finetune.init' ('{source}'): {err}") from None
+        tqdm.write(f"fine-tuning from {source}: heads reused for {report['reused_heads']}, new for {report['new_heads']}")
     sync_target(model, target)
     target.requires_grad_(False)
+    # Heads at train.lr; the backbone at train.lr * finetune.backbone_lr_scale, or frozen.
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    backbone_params = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    groups = [{"params": head_params, "lr": cfg.train.lr}]
+    if cfg.finetune.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    else:
+        groups.insert(0, {"params": backbone_params, "lr": cfg.train.lr * cfg.finetune.backbone_lr_scale})
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay,
+        groups, lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay,
         fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters: 5x faster step on CPU
     )
     return model, target, optimizer
@@ -121,7 +138,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     torch.manual_seed(cfg.seed)
 
     # Everything that can fail on bad input fails here, before any long work.
-    store = ReplayStore(cfg.data.path, cfg.games)
+    store = ReplayStore(cfg.data.path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
     expected = (cfg.env.frame_size, cfg.env.frame_size)
     if tuple(store.frame_shape) != expected:
         raise ConfigError(
@@ -130,7 +147,11 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         )
 
     sampler = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
-                                  seed=cfg.seed, rank=topo.rank, world_size=topo.world_size)
+                                  seed=cfg.seed, rank=topo.rank, world_size=topo.world_size, split="train")
+    holdout = None
+    if cfg.data.holdout_fraction > 0:  # its own stream: drawing from it never changes the training batches
+        holdout = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
+                                      seed=cfg.seed + 1, rank=topo.rank, world_size=topo.world_size, split="holdout")
     run_dir = _prepare_run_dir(cfg, resume, accelerator)
     model, target, optimizer = build_training_state(cfg, device)
 
@@ -146,6 +167,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         # The index stream is global (every rank holds the same state), so a run saved by N
         # processes resumes on M with the same global batches.
         sampler.load_state_dict(loaded.meta["ranks"][0]["sampler"])
+        if holdout is not None:
+            holdout.load_state_dict(loaded.meta["ranks"][0]["holdout_sampler"])
         if main:
             tqdm.write(f"resumed {run_dir} from {found} at step {step}"
                        + (f" (saved by {loaded.world_size} processes, resumed by {topo.world_size})"
@@ -158,7 +181,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         writer.add_scalar("model/parameters", count_parameters(net), 0)
 
     def checkpoint(at: int) -> Path:
-        return save_checkpoint(run_dir, at, cfg, net, target, optimizer, {"sampler": sampler.state_dict()}, accelerator)
+        state = {"sampler": sampler.state_dict(), **({"holdout_sampler": holdout.state_dict()} if holdout else {})}
+        return save_checkpoint(run_dir, at, cfg, net, target, optimizer, state, accelerator)
 
     check_every = 1 if device.type == "cpu" else cfg.train.log_every  # loss checks sync the host
     bar = tqdm(total=cfg.train.steps, initial=step, desc=f"pretrain {cfg.name}", unit="upd",
@@ -188,6 +212,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         bar.update(1)
 
         if step % cfg.train.log_every == 0:
+            if holdout is not None:
+                metrics.update(holdout_metrics(model, target, holdout.sample().to_torch(device), cfg.loss))
             names = [k for k, v in metrics.items() if v.ndim == 0]
             values = accelerator.reduce(torch.stack([metrics[k].detach().float() for k in names]), "mean").tolist()
             per_game = accelerator.reduce(metrics["q/data_per_game"].detach().float(), "mean").tolist()  # host sync
