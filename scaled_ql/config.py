@@ -176,7 +176,12 @@ class LossConfig:
     """Weights of the loss terms: TD + cql_alpha * CQL + dr3_coef * DR3."""
 
     cql_alpha: float = 0.1
-    """Weight of the discrete CQL penalty logsumexp_a Q(s, a) - Q(s, a_data); 0 disables it."""
+    """Weight of the discrete CQL penalty logsumexp_a Q(s, a) - Q(s, a_data); 0 disables it
+    (plain DQN-style offline Q-learning)."""
+    calibrated: bool = False
+    """Cal-QL (Nakamoto et al., 2023): the push-down term uses max(Q(s, a), V_ref(s)), with V_ref
+    the discounted Monte-Carlo return-to-go of the data's episode, so a conservative start is
+    not unlearned when fine-tuning."""
     dr3_coef: float = 0.03
     """Weight of DR3, mean |phi(s) . phi(s')|; 0 disables it."""
     huber_delta: float = 1.0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import torch
 from torch import Tensor
 
+from scaled_ql.losses.calql import calql_penalty
 from scaled_ql.losses.cql import cql_penalty
 from scaled_ql.losses.distributional import c51_td_loss, hl_gauss_td_loss
 from scaled_ql.losses.dr3 import dr3_penalty
@@ -151,7 +152,12 @@ def total_loss(
     metrics = {"loss/td": td.detach()}
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and loss_cfg.cql_alpha > 0):
-        cql, cql_metrics = cql_penalty(q, action)
+        if loss_cfg.calibrated:  # Cal-QL: the push-down term uses max(Q, V_ref), V_ref the MC return-to-go
+            if getattr(batch, "mc_return", None) is None:
+                raise ValueError("loss.calibrated is true (Cal-QL) but the batch has no mc_return (Monte-Carlo return-to-go)")
+            cql, cql_metrics = calql_penalty(q, action, batch.mc_return)
+        else:
+            cql, cql_metrics = cql_penalty(q, action)
     if loss_cfg.cql_alpha > 0:
         loss = loss + loss_cfg.cql_alpha * cql
     metrics |= {"loss/cql": cql.detach(), **cql_metrics}
