@@ -95,10 +95,51 @@ def build_parser() -> argparse.ArgumentParser:
                        "`sampler`: stacked n-step transitions/s from a memory-mapped dataset; `model`: parameters, "
                        "forward+backward time per sample and FLOPs per update of every backbone; `distributed`: "
                        "update throughput of 1 process x 1 thread against 2 processes x 1 thread (scaling efficiency).")
-    p.add_argument("what", choices=["train", "sampler", "model", "distributed"], help="which hot path")
+    p.add_argument("what", choices=["train", "sampler", "model", "distributed", "parquet", "memory"], help="which hot path")
     _add_config(p)
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
     p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
+
+    p = sub.add_parser("data", help="inspect, convert and publish datasets",
+                       description="`info`: games, episodes, transitions, behaviour returns, size, provenance; `show`: one "
+                       "transition as training builds it; `export-parquet` / `import-parquet`: Arrow <-> Parquet shards with "
+                       "a dataset card and checksums; `push`: upload Parquet shards to a Hub dataset repo in one commit.")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("info", help="summarize an Arrow or Parquet dataset folder")
+    q.add_argument("path", type=Path)
+    q.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    q = dsub.add_parser("show", help="one transition (stacked obs, action, n-step return, discount, next obs)")
+    q.add_argument("path", type=Path)
+    q.add_argument("--game", required=True)
+    q.add_argument("--index", type=int, required=True, help="i-th transition of the game in row order (negative: from the end)")
+    q.add_argument("--n-step", type=int, default=3)
+    q.add_argument("--gamma", type=float, default=0.99)
+    q.add_argument("--reward-clip", type=float, default=1.0)
+    q.add_argument("--png", type=Path, default=None, help="also write obs (top) and next_obs (bottom) as a PNG")
+    q = dsub.add_parser("export-parquet", help="Arrow dataset folder -> Parquet shards + card + checksums")
+    q.add_argument("path", type=Path)
+    q.add_argument("out", type=Path)
+    q.add_argument("--rows-per-shard", type=int, default=100_000)
+    q.add_argument("--compression-level", type=int, default=None)
+    q.add_argument("--overwrite", action="store_true")
+    q = dsub.add_parser("import-parquet", help="Parquet shards -> memory-mapped Arrow dataset folder for training")
+    q.add_argument("path", type=Path)
+    q.add_argument("out", type=Path)
+    q.add_argument("--games", nargs="+", default=None)
+    q.add_argument("--overwrite", action="store_true")
+    q = dsub.add_parser("push", help="upload Parquet shards (an Arrow folder is exported first) to a Hub dataset repo")
+    q.add_argument("path", type=Path)
+    q.add_argument("--repo-id", required=True)
+    q.add_argument("--private", action="store_true")
+    q.add_argument("--dry-run", action="store_true")
+    q.add_argument("--work-dir", type=Path, default=None, help="where to export an Arrow folder (default: a temporary folder)")
+
+    p = sub.add_parser("compare", help="learning curves of several runs on one plot",
+                       description="Read the TensorBoard logs of each run folder and draw, per tag, one line per run "
+                       "(default tags: eval_return/*, q/data, q/pi, loss/td, holdout/td) into one PNG, plus the series as JSON.")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with tb/)")
+    p.add_argument("--out", type=Path, default=Path("compare.png"), help="PNG to write (default: compare.png)")
+    p.add_argument("--tags", nargs="+", default=None, help="tags to draw; a trailing * matches a prefix")
 
     p = sub.add_parser("push", help="publish a checkpoint (weights, config, card, evaluation, TensorBoard logs) to the Hub",
                        description="Build an upload folder from a checkpoint: model.safetensors, config.json, "
@@ -129,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -145,6 +186,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.checkpoint, episodes=args.episodes, games=args.games, max_episode_steps=args.max_episode_steps,
             num_envs=args.num_envs, seed=args.seed, out_dir=args.out, progress=not args.no_progress,
         )
+        return 0
+
+    if args.command == "data":
+        _data(args)
+        return 0
+
+    if args.command == "compare":
+        from scaled_ql.eval.compare import DEFAULT_TAGS, compare_runs
+
+        drawn = compare_runs(args.runs, args.out, tuple(args.tags) if args.tags else DEFAULT_TAGS)
+        print(f"wrote {args.out} ({len(drawn)} panels: {', '.join(drawn)})")
         return 0
 
     if args.command == "push":
@@ -203,6 +255,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             report = bench.bench_train(cfg, seconds=args.seconds)
         elif args.what == "model":
             report = bench.bench_model(cfg, batch_size=cfg.train.batch_size)
+        elif args.what == "parquet":
+            from scaled_ql.data.parquet import bench_parquet
+
+            report = bench_parquet(args.data)  # None: synthetic noise frames (compression ratio meaningless)
+        elif args.what == "memory":
+            from scaled_ql.data.inspect import measure_sampling_rss
+
+            if args.data is None:
+                raise ValueError("bench memory: --data is required (a large Arrow dataset folder)")
+            report = measure_sampling_rss(args.data, batch_size=cfg.train.batch_size, n_step=cfg.data.n_step,
+                                          cold_seconds=args.seconds, warm_seconds=args.seconds)
         elif args.what == "distributed":
             report = bench.bench_distributed(args.config, args.overrides, seconds=args.seconds)
         else:
@@ -220,6 +283,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({"parameters": count_parameters(model), "games": len(cfg.games),
                           "action_counts": dict(zip(cfg.games, model.action_counts))}, indent=1))
     return 0
+
+
+def _data(args: argparse.Namespace) -> None:
+    """``scaled-ql data info|show|export-parquet|import-parquet|push``."""
+    from scaled_ql.data import inspect as di
+    from scaled_ql.data import parquet as dp
+
+    c = args.data_command
+    if c == "info":
+        info = di.dataset_info(args.path)
+        print(json.dumps(info, indent=1) if args.json else di.format_dataset_info(info))
+    elif c == "show":
+        t = di.transition(args.path, args.game, args.index, n_step=args.n_step, gamma=args.gamma, reward_clip=args.reward_clip)
+        print(di.format_transition(t))
+        if args.png:
+            print(f"frames written to {di.save_transition_image(t, args.png)}")
+    elif c == "export-parquet":
+        print(json.dumps(dp.export_parquet(args.path, args.out, rows_per_shard=args.rows_per_shard,
+                                           compression_level=args.compression_level, overwrite=args.overwrite), indent=1))
+    elif c == "import-parquet":
+        meta = dp.import_parquet(args.path, args.out, games=args.games, overwrite=args.overwrite)
+        print(f"dataset written to {args.out} ({meta.num_rows} rows, games {list(meta.games)})")
+    else:
+        print(json.dumps(dp.push_dataset(args.path, args.repo_id, private=args.private, dry_run=args.dry_run,
+                                         work_dir=args.work_dir), indent=1))
 
 
 def _convert(source: str, cfg, args: argparse.Namespace) -> None:

@@ -108,3 +108,20 @@ def test_prep_converts_dqn_replay_and_trains_on_it(tmp_path, capsys):
     assert main(["pretrain", "--config", DEBUG, "--no-progress", *common, "eval.episodes=0", "train.steps=4"]) == 0
     assert main(["prep", "dqn-replay", "--config", DEBUG, f"data.path={tmp_path / 'x'}"]) == 2
     assert "--root is required" in capsys.readouterr().err
+
+
+def test_data_commands_on_a_dataset(tmp_path, capsys):
+    from tests.fixtures import write_synthetic_dataset
+
+    path = write_synthetic_dataset(tmp_path / "ds").path
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Pong" in out and "Breakout" in out
+    assert main(["data", "show", str(path), "--game", "Pong", "--index", "5", "--png", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 100
+    assert main(["data", "export-parquet", str(path), str(tmp_path / "pq")]) == 0
+    assert main(["data", "import-parquet", str(tmp_path / "pq"), str(tmp_path / "back")]) == 0
+    assert main(["data", "push", str(tmp_path / "pq"), "--repo-id", "a/b", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["data", "show", str(path), "--game", "Pong", "--index", "99"]) == 2
+    assert "99" in capsys.readouterr().err

@@ -65,3 +65,24 @@ def test_architecture_mismatch_names_the_key(tmp_path, debug_run, debug_dataset,
     assert "finetune.init" in err and "model.feature_dim: pretrained 64, this config 32" in err
     with pytest.raises(ConfigError, match="holdout_fraction"):
         finetune_config(str(debug_run), ["Pong"], debug_dataset, overrides=["data.holdout_fraction=1.5"])
+
+
+def test_compare_draws_runs_side_by_side(tmp_path, debug_run, capsys):
+    import json
+
+    other = tmp_path / "scratch"
+    assert main(["pretrain", "--config", str(CONFIGS / "debug.yaml"), "--no-progress", f"runs_dir={tmp_path}",
+                 "name=scratch", f"data.path={load_config_json_path(debug_run)}", "eval.episodes=0"]) == 0
+    out = tmp_path / "cmp.png"
+    assert main(["compare", str(debug_run), str(other), "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    drawn = json.loads(out.with_suffix(".json").read_text())
+    assert set(drawn["q/data"]) == {"debug", "scratch"} and "eval_return/Pong" in drawn
+    assert main(["compare", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
+
+
+def load_config_json_path(run) -> str:
+    import json
+
+    return json.loads((run / "config.json").read_text())["data"]["path"]

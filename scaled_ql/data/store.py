@@ -5,7 +5,7 @@ for every file the store keeps one read-only numpy view over the whole mapped fi
 that ``view[o]`` is the ``[H, W]`` frame starting at byte ``o``, and one int64 byte offset per
 row. Gathering frames is then a single fancy-index per file (``view[offsets[rows]]``), which
 copies only the frames asked for, whatever the record-batch layout ``datasets`` chose. The
-small per-row columns (actions, rewards, flags, ids: about 40 bytes a row against 7 KB of
+small per-row columns (actions, rewards, flags, ids: 48 bytes a row against 7 KB of
 pixels) are loaded into RAM.
 """
 

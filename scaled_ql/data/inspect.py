@@ -1,0 +1,453 @@
+"""Look inside a dataset: what it holds (``scaled-ql data info``) and one transition (``data show``).
+
+:func:`dataset_info` reads only the small columns (never a frame) of an Arrow dataset folder or
+a Parquet folder, one record batch at a time, so it runs in bounded memory on any size.
+:func:`transition` builds the i-th transition of a game with ``Sampler.batch_at``, exactly as
+training sees it. :func:`measure_sampling_rss` is the memory benchmark of the memory-mapped
+sampler (``scaled-ql bench``; not a test).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from scaled_ql.data.format import (
+    COLUMNS,
+    METADATA_FILE,
+    DatasetFormatError,
+    canonical_game_name,
+    open_arrow_file,
+    read_metadata,
+)
+
+SMALL_COLUMNS = [c for c in COLUMNS if c != "frame"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset summary
+
+
+def _small_batches(path: Path) -> tuple[str, dict[str, Any], Iterator[pa.RecordBatch]]:
+    """(format, metadata dict, record batches of the small columns in row order)."""
+    from scaled_ql.data.parquet import PARQUET_METADATA_FILE, read_parquet_metadata
+
+    if (path / PARQUET_METADATA_FILE).is_file():
+        import pyarrow.parquet as pq
+
+        meta = read_parquet_metadata(path)
+
+        def parquet_batches() -> Iterator[pa.RecordBatch]:
+            for entry in meta["files"]:
+                yield from pq.ParquetFile(path / entry["name"]).iter_batches(batch_size=65_536, columns=SMALL_COLUMNS)
+
+        return "parquet", meta, parquet_batches()
+    arrow = read_metadata(path)  # raises, naming the folder, when it is neither
+
+    def arrow_batches() -> Iterator[pa.RecordBatch]:
+        for entry in arrow.files:
+            _, table = open_arrow_file(path / entry["name"], arrow.frame_shape)
+            yield from table.select(SMALL_COLUMNS).to_batches()
+
+    return "arrow", {**arrow.to_json_dict(), "path": str(path)}, arrow_batches()
+
+
+def _stats(values: list[np.ndarray]) -> dict[str, float | None]:
+    v = np.concatenate(values) if values else np.zeros(0)
+    if v.size == 0:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
+
+
+def dataset_info(path: str | Path) -> dict[str, Any]:
+    """Summary of an Arrow dataset folder or a Parquet folder.
+
+    Per game: rows, episodes (terminal / truncated), transitions (= agent steps = rows -
+    episodes), episode length and the behaviour policy's episode return (sum of the rewards as
+    stored: raw for ALE rollouts, already clipped for DQN-Replay), mean / min / max over all
+    episodes, and the mean over episodes that ended with ``terminal`` (truncated ones were cut
+    and their return is partial). Also the bytes on disk and the collection info of the
+    metadata. Counts are checked against the metadata file; a mismatch names the folder.
+    """
+    from scaled_ql.data.parquet import iter_whole_episodes
+
+    path = Path(path)
+    kind, meta, batches = _small_batches(path)
+    per_game: dict[str, dict[str, list]] = {}
+    for whole in iter_whole_episodes(batches, where=f"dataset folder '{path}'"):
+        ends = np.flatnonzero(whole.column("terminal").to_numpy() | whole.column("truncated").to_numpy())
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        returns = np.add.reduceat(whole.column("reward").to_numpy().astype(np.float64), starts)
+        lengths = ends - starts  # agent steps T
+        terminal = whole.column("terminal").to_numpy()[ends]
+        games = whole.column("game").take(pa.array(starts)).to_numpy(zero_copy_only=False)
+        for game in dict.fromkeys(games.tolist()):
+            mask = games == game
+            g = per_game.setdefault(game, {"returns": [], "lengths": [], "terminal": []})
+            g["returns"].append(returns[mask])
+            g["lengths"].append(lengths[mask])
+            g["terminal"].append(terminal[mask])
+    games_out: dict[str, Any] = {}
+    for game in meta["games"]:
+        g = per_game.get(game, {"returns": [], "lengths": [], "terminal": []})
+        lengths = np.concatenate(g["lengths"]) if g["lengths"] else np.zeros(0, np.int64)
+        terminal = np.concatenate(g["terminal"]) if g["terminal"] else np.zeros(0, bool)
+        returns = np.concatenate(g["returns"]) if g["returns"] else np.zeros(0)
+        episodes, transitions = int(lengths.size), int(lengths.sum())
+        if episodes != int(meta["games"][game]["episodes"]) or episodes + transitions != int(meta["games"][game]["rows"]):
+            raise DatasetFormatError(
+                f"dataset folder '{path}': game '{game}' has {episodes + transitions} rows and {episodes} episodes, "
+                f"its metadata says {meta['games'][game]['rows']} and {meta['games'][game]['episodes']}"
+            )
+        games_out[game] = {
+            "rows": episodes + transitions,
+            "episodes": episodes,
+            "terminal_episodes": int(terminal.sum()),
+            "truncated_episodes": int((~terminal).sum()),
+            "transitions": transitions,
+            "episode_length": _stats([lengths]),
+            "return": _stats([returns]),
+            "return_mean_terminal": _stats([returns[terminal]])["mean"],
+        }
+    extra = sorted(set(per_game) - set(games_out))
+    if extra:
+        raise DatasetFormatError(f"dataset folder '{path}': rows of game(s) {extra}, which its metadata does not list")
+    files = [p for p in path.rglob("*") if p.is_file()]
+    info: dict[str, Any] = {
+        "path": str(path),
+        "format": kind,
+        "format_version": meta["format_version"],
+        "frame_shape": list(meta["frame_shape"]),
+        "games": games_out,
+        "total": {
+            "rows": sum(g["rows"] for g in games_out.values()),
+            "episodes": sum(g["episodes"] for g in games_out.values()),
+            "transitions": sum(g["transitions"] for g in games_out.values()),
+        },
+        "bytes_on_disk": sum(p.stat().st_size for p in files),
+        "files": len(files),
+        "data_files": len(meta["files"]),
+        "collection": meta.get("collection", {}),
+    }
+    if kind == "parquet":
+        info["compression"] = meta.get("compression")
+        info["shards"] = {g: v.get("shards") for g, v in meta["games"].items()}
+    return info
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def format_dataset_info(info: dict[str, Any]) -> str:
+    """:func:`dataset_info` as a few lines of text and a table."""
+    h, w = info["frame_shape"]
+    c = info.get("collection") or {}
+    lines = [
+        f"dataset {info['path']}  ({info['format']} format v{info['format_version']}, frames {h}x{w}, "
+        f"{_human_bytes(info['bytes_on_disk'])} on disk in {info['files']} files)",
+    ]
+    if c:
+        policy = c.get("policy", "?")
+        lines.append(f"source: {c.get('source', '?')}; behaviour policy: {policy}" + (f" (epsilon {c['epsilon']})" if "epsilon" in c else "") + f"; seed {c.get('seed', '?')}")
+        if c.get("command"):
+            lines.append(f"command: {c['command']}")
+    else:
+        lines.append("source: (no collection information recorded)")
+    if info["format"] == "parquet":
+        lines.append(f"compression: {info.get('compression')}; shards: " + ", ".join(f"{g} {n}" for g, n in (info.get("shards") or {}).items()))
+    header = ("game", "transitions", "episodes", "term/trunc", "len mean", "return mean", "min", "max", "mean (term.)")
+    rows = []
+
+    def fmt(x) -> str:
+        return "-" if x is None else f"{x:.1f}" if isinstance(x, float) else str(x)
+
+    for game, g in info["games"].items():
+        rows.append((game, str(g["transitions"]), str(g["episodes"]), f"{g['terminal_episodes']}/{g['truncated_episodes']}",
+                     fmt(g["episode_length"]["mean"]), fmt(g["return"]["mean"]), fmt(g["return"]["min"]), fmt(g["return"]["max"]),
+                     fmt(g["return_mean_terminal"])))
+    t = info["total"]
+    rows.append(("total", str(t["transitions"]), str(t["episodes"]), "", "", "", "", "", ""))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("  ".join([r[0].ljust(widths[0]), *(r[i].rjust(widths[i]) for i in range(1, len(r)))]).rstrip())
+    lines.append("returns: sum of stored rewards per episode (raw for ALE rollouts; DQN-Replay stores them clipped)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# One transition
+
+
+def transition(
+    path_or_store,
+    game: str,
+    index: int,
+    *,
+    n_step: int = 3,
+    gamma: float = 0.99,
+    reward_clip: float = 1.0,
+    frame_stack: int = 4,
+) -> dict[str, Any]:
+    """The ``index``-th transition of ``game`` (in row order) as training builds it.
+
+    ``path_or_store``: an Arrow dataset folder (opened without checking sha256) or a
+    :class:`~scaled_ql.data.store.ReplayStore`. Returns ``obs`` / ``next_obs`` (uint8
+    ``[frame_stack, H, W]``, oldest first), ``action``, ``reward`` (r_t as stored),
+    ``n_step_return`` (sum of gamma^i clip(r_{t+i}) over ``steps`` <= n rewards), ``discount``
+    (gamma^steps, 0 when the target reaches a terminal row), ``terminal`` / ``truncated`` (the
+    target reaches the episode's last row, ended that way), and where it comes from (``row``,
+    ``episode_id``, ``step``, ``next_step``).
+    """
+    from scaled_ql.data.parquet import PARQUET_METADATA_FILE
+    from scaled_ql.data.sampler import Sampler
+    from scaled_ql.data.store import ReplayStore
+
+    if isinstance(path_or_store, ReplayStore):
+        store = path_or_store
+    else:
+        path = Path(path_or_store)
+        if (path / PARQUET_METADATA_FILE).is_file() and not (path / METADATA_FILE).is_file():
+            raise DatasetFormatError(f"'{path}' is a Parquet folder; transitions are read from the Arrow format (convert it with scaled-ql data import-parquet)")
+        store = ReplayStore(path, list(read_metadata(path).games), verify_checksums=False)
+    game = canonical_game_name(game, f"transition of {store.paths[0]}")
+    if game not in store.games:
+        raise KeyError(f"game '{game}' is not in dataset {[str(p) for p in store.paths]} (it holds {list(store.games)})")
+    game_id = store.games.index(game)
+    starts = store.valid_starts(game_id)
+    if not -starts.size <= index < starts.size:
+        raise IndexError(f"game '{game}' has {starts.size} transitions in {[str(p) for p in store.paths]}; index {index} is out of range")
+    row = int(starts[index])
+    sampler = Sampler(store, len(store.games), n_step=n_step, gamma=gamma, reward_clip=reward_clip, frame_stack=frame_stack)
+    batch = sampler.batch_at(np.array([row]))
+    steps = int(min(int(store.episode_end[row]) - row, n_step))
+    boot = row + steps
+    return {
+        "game": game,
+        "index": int(index) % starts.size,
+        "transitions": int(starts.size),
+        "row": row,
+        "episode_id": int(store.episode_id[row]),
+        "step": int(store.step[row]),
+        "next_step": int(store.step[boot]),
+        "steps": steps,
+        "obs": batch.obs[0],
+        "action": int(batch.action[0]),
+        "reward": float(store.reward[row]),
+        "n_step_return": float(batch.reward[0]),
+        "discount": float(batch.discount[0]),
+        "next_obs": batch.next_obs[0],
+        "terminal": bool(store.terminal[boot]),
+        "truncated": bool(store.truncated[boot]),
+        "n_step": n_step,
+        "gamma": gamma,
+        "reward_clip": reward_clip,
+    }
+
+
+def format_transition(t: dict[str, Any]) -> str:
+    """:func:`transition` as text (frames summarized; see :func:`save_transition_image`)."""
+    def frames(stack: np.ndarray) -> str:
+        return ", ".join("zeros (before the episode)" if not f.any() else f"mean {f.mean():.1f}" for f in stack)
+
+    end = "terminal: no bootstrap" if t["terminal"] else "truncated: bootstraps from the final observation" if t["truncated"] else "inside the episode"
+    return "\n".join([
+        f"{t['game']} transition {t['index']} of {t['transitions']}: row {t['row']}, episode_id {t['episode_id']}, step {t['step']} -> {t['next_step']} ({t['steps']} steps, {end})",
+        f"action {t['action']}, reward r_t {t['reward']:g}",
+        f"{t['n_step']}-step return of rewards clipped to +-{t['reward_clip']:g}: {t['n_step_return']:.6g}, discount {t['discount']:.6g} (gamma {t['gamma']:g})",
+        f"obs frames (oldest first): {frames(t['obs'])}",
+        f"next_obs frames: {frames(t['next_obs'])}",
+    ])
+
+
+def save_transition_image(t: dict[str, Any], path: str | Path) -> Path:
+    """Write ``obs`` (top row) and ``next_obs`` (bottom row) of a transition as one grayscale PNG."""
+    from PIL import Image
+
+    k, h, w = t["obs"].shape
+    gap = 2
+    canvas = np.full((2 * h + gap, k * w + (k - 1) * gap), 128, np.uint8)
+    for r, stack in enumerate((t["obs"], t["next_obs"])):
+        for i, frame in enumerate(stack):
+            canvas[r * (h + gap) : r * (h + gap) + h, i * (w + gap) : i * (w + gap) + w] = frame
+    path = Path(path)
+    Image.fromarray(canvas, mode="L").save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory benchmark of the memory-mapped sampler (``scaled-ql bench``; not a test)
+
+
+def process_memory() -> dict[str, int]:
+    """This process's resident memory in bytes: ``rss``, ``anon`` (heap: what the process owns),
+    ``file`` (resident pages of mapped files: page cache, reclaimable) and ``peak`` (the
+    kernel's high-water mark of ``rss`` over the process's life)."""
+    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "peak"}
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in fields:
+                    out[fields[key]] = int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        import psutil
+
+        m = psutil.Process().memory_info()
+        out = {"rss": m.rss, "anon": m.rss, "file": 0, "peak": m.rss}
+    return out
+
+
+def drop_page_cache(files: Sequence[str | Path]) -> None:
+    """Ask the kernel to drop ``files`` from the page cache (``POSIX_FADV_DONTNEED``; no root needed).
+    Dirty pages are written first (only clean pages can be dropped); pages mapped by a running
+    process stay."""
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+class _PeakAnon:
+    """Polls this process's anonymous RSS every few milliseconds while the ``with`` block runs."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import threading
+
+        self.interval, self.peak = interval, process_memory().get("anon", 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, process_memory().get("anon", 0))
+
+    def __enter__(self) -> "_PeakAnon":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, process_memory().get("anon", 0))
+
+
+def _per_row_nbytes(obj, rows: int) -> int:
+    """Bytes of ``obj``'s numpy arrays that grow with the rows (about ``rows`` long; the
+    sampler's transition starts exclude each episode's last row)."""
+    arrays = [v for v in vars(obj).values() if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] >= rows // 2 and v.base is None]
+    return sum(int(a.nbytes) for a in arrays)
+
+
+def measure_sampling_rss(
+    path: str | Path,
+    *,
+    games: Sequence[str] | None = None,
+    batch_size: int = 256,
+    n_step: int = 3,
+    cold_seconds: float = 30.0,
+    warm_seconds: float = 20.0,
+    interval: float = 2.0,
+    prefetch: bool = True,
+) -> dict[str, Any]:
+    """Memory and throughput of ``Sampler`` on a memory-mapped dataset, cold then warm cache.
+
+    1. Drops the dataset's Arrow files from the page cache, opens the store (sha256 not
+       checked) and samples for ``cold_seconds`` (throughput per ``interval`` window: the
+       cache fills as it goes).
+    2. If ``prefetch``, reads every file once, sequentially (timed: the disk's read rate), so
+       the whole dataset sits in the page cache (if RAM allows), then samples for
+       ``warm_seconds``.
+    Memory is read from ``/proc/self/status`` every window: ``anon`` is what the store and
+    sampler own (the small per-row columns), ``file`` the mapped frame pages that are resident
+    (page cache shared with the kernel, dropped under memory pressure). Run it in a fresh
+    process: heap freed earlier (e.g. by writing the dataset) is reused and hides the store's
+    growth. ``array_bytes_per_row_*`` count the store's and sampler's per-row arrays exactly.
+    """
+    from scaled_ql.data.sampler import Sampler
+    from scaled_ql.data.store import ReplayStore
+
+    path = Path(path)
+    meta = read_metadata(path)
+    files = [path / e["name"] for e in meta.files]
+    games = list(meta.games) if games is None else list(games)
+    bs = max(len(games), batch_size - batch_size % len(games))
+    drop_page_cache(files)
+    before = process_memory()
+    t0 = time.perf_counter()
+    with _PeakAnon() as open_peak:
+        store = ReplayStore(path, games, verify_checksums=False)
+    open_s = time.perf_counter() - t0
+    after_open = process_memory()
+    with _PeakAnon() as sampler_peak:
+        sampler = Sampler(store, bs, n_step=n_step, seed=0)
+    after_sampler = process_memory()
+    timeline: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def run(phase: str, seconds: float) -> dict[str, Any]:
+        phase_start = time.perf_counter()
+        drawn = window_drawn = 0
+        window_start = phase_start
+        windows = []
+        while True:
+            now = time.perf_counter()
+            if now - window_start >= interval or now - phase_start >= seconds:
+                rate = window_drawn / max(now - window_start, 1e-9)
+                windows.append(round(rate, 1))
+                timeline.append({"t": round(now - start, 2), "phase": phase, "transitions_per_s": round(rate, 1),
+                                 **{k: v for k, v in process_memory().items() if k in ("rss", "anon", "file")}})
+                window_start, window_drawn = now, 0
+                if now - phase_start >= seconds:
+                    break
+            sampler.sample()
+            drawn += bs
+            window_drawn += bs
+        elapsed = time.perf_counter() - phase_start
+        return {"transitions_per_s": round(drawn / elapsed, 1), "windows_transitions_per_s": windows, "seconds": round(elapsed, 2)}
+
+    cold = run("cold", cold_seconds)
+    report: dict[str, Any] = {
+        "benchmark": "sampling_rss",
+        "dataset": str(path),
+        "rows": len(store),
+        "games": games,
+        "arrow_bytes": sum(int(e["bytes"]) for e in meta.files),
+        "arrow_files": len(files),
+        "batch_size": bs,
+        "n_step": n_step,
+        "open_seconds": round(open_s, 2),
+        "array_bytes_per_row_store": round(_per_row_nbytes(store, len(store)) / max(len(store), 1), 2),
+        "array_bytes_per_row_sampler": round(_per_row_nbytes(sampler, len(store)) / max(len(store), 1), 2),
+        "anon_bytes_store": after_open["anon"] - before["anon"],
+        "anon_bytes_per_row_store": round((after_open["anon"] - before["anon"]) / max(len(store), 1), 1),
+        "anon_bytes_per_row_store_and_sampler": round((after_sampler["anon"] - before["anon"]) / max(len(store), 1), 1),
+        "peak_anon_bytes_per_row_open": round((max(open_peak.peak, sampler_peak.peak) - before["anon"]) / max(len(store), 1), 1),
+        "cold": cold,
+    }
+    if prefetch:
+        t0 = time.perf_counter()
+        for file in files:
+            with open(file, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        read_s = time.perf_counter() - t0
+        report["sequential_read_MB_per_s"] = round(report["arrow_bytes"] / read_s / 1e6, 1)
+        report["warm"] = run("warm", warm_seconds)
+    report["final_memory"] = process_memory()
+    report["timeline"] = timeline
+    return report
