@@ -172,7 +172,9 @@ class MultiGameQNetwork(
         """obs: uint8 [B, K, H, W]; game: int64 [B] -> QOutput."""
         if self.channels_last:  # reorder while still uint8: 4x less memory to move
             obs = obs.contiguous(memory_format=torch.channels_last)
-        x = obs.float().mul_(1.0 / 255.0)  # .float() keeps the memory format
+        # The input takes the weights' dtype: fp32 (also under autocast) or bf16 when DeepSpeed keeps
+        # bf16 weights; 0..255 are exact in both. The conversion keeps the memory format.
+        x = obs.to(self.heads.weight.dtype).mul_(1.0 / 255.0)
         features = self.backbone(x)
         if self.model_cfg.feature_norm:
             features = nn.functional.normalize(features, dim=-1)
