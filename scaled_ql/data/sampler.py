@@ -139,26 +139,67 @@ class Sampler:
         self.world_size = int(world_size)
         self.batches_drawn = 0
         self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed)))
-
-        rewards = store.reward
-        self._reward = np.clip(rewards, -reward_clip, reward_clip).astype(np.float32) if reward_clip > 0 else rewards.astype(np.float32)
-        self._discounts = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
-        self._mc_return = discounted_returns_to_go(self._reward, store.is_last_row, self.gamma)
-        starts = [store.valid_starts(g) for g in range(num_games)]
-        if split != "all":  # whole episodes go to one side, chosen by a hash of their id
-            held = holdout_episodes(store.episode_id, holdout_fraction)
-            starts = [s[held[s] == (split == "holdout")] for s in starts]
         self.split = split
-        for game, s in zip(store.games, starts):
-            if s.size == 0:
-                where = "" if split == "all" else f" in the '{split}' split (holdout_fraction {holdout_fraction})"
-                raise ValueError(f"game '{game}' has no transition{where} in {[str(p) for p in store.paths]} (no episode with at least one step)")
-        self._starts = np.concatenate(starts)
-        self._start_count = np.array([s.size for s in starts], dtype=np.int64)[:, None]
-        self._start_offset = np.cumsum([0] + [s.size for s in starts[:-1]]).astype(np.int64)[:, None]
+        self.holdout_fraction = float(holdout_fraction)
+        self._discounts = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
         self._game = np.repeat(np.arange(num_games, dtype=np.int64), self.per_game)
         self._steps = np.arange(self.n_step, dtype=np.int64)
         self._stack_steps = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
+        self._store_version: int | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)derive what the sampler precomputes from the store: clipped rewards, Monte-Carlo
+        returns-to-go and each game's transition starts.
+
+        A fixed :class:`ReplayStore` needs this once (the constructor calls it). A store that
+        grows, such as :class:`scaled_ql.data.online.OnlineStore`, exposes an integer
+        ``version`` that changes with every write; the sampler calls ``refresh`` itself before
+        drawing whenever it changed, so rows written since are sampled. Such a store may also
+        hold its own ``mc_return`` (computed once per episode, as each is written, with the
+        store's ``gamma`` and ``reward_clip``, which must equal the sampler's), and it may still
+        lack a game: the error then comes when a batch is drawn, not here.
+        """
+        store = self.store
+        growing = hasattr(store, "version")
+        self._store_version = getattr(store, "version", None)
+        rewards = store.reward
+        clip = self.reward_clip
+        self._reward = np.clip(rewards, -clip, clip).astype(np.float32) if clip > 0 else rewards.astype(np.float32)
+        mc_return = getattr(store, "mc_return", None)
+        if mc_return is None:
+            self._mc_return = discounted_returns_to_go(self._reward, store.is_last_row, self.gamma)
+        else:
+            for key, mine in (("gamma", self.gamma), ("reward_clip", self.reward_clip)):
+                if float(getattr(store, key)) != mine:
+                    raise ValueError(f"the store's mc_return was computed with {key}={getattr(store, key)} but the sampler has {key}={mine}; build both from the same data config")
+            self._mc_return = mc_return
+        starts = [store.valid_starts(g) for g in range(len(store.games))]
+        if self.split != "all":  # whole episodes go to one side, chosen by a hash of their id
+            held = holdout_episodes(store.episode_id, self.holdout_fraction)
+            starts = [s[held[s] == (self.split == "holdout")] for s in starts]
+        self._missing: str | None = None
+        for game, s in zip(store.games, starts):
+            if s.size == 0:
+                where = "" if self.split == "all" else f" in the '{self.split}' split (holdout_fraction {self.holdout_fraction})"
+                message = f"game '{game}' has no transition{where} in {[str(p) for p in store.paths]} (no episode with at least one step)"
+                if not growing:
+                    raise ValueError(message)
+                self._missing = self._missing or message
+        self._starts = np.concatenate(starts)
+        self._start_count = np.array([s.size for s in starts], dtype=np.int64)[:, None]
+        self._start_offset = np.cumsum([0] + [s.size for s in starts[:-1]]).astype(np.int64)[:, None]
+
+    def _sync(self) -> None:
+        """Refresh if the store has changed since the last refresh (a growing store's ``version``)."""
+        if self._store_version is not None and self.store.version != self._store_version:
+            self.refresh()
+
+    @property
+    def has_all_games(self) -> bool:
+        """Every game has at least one transition to draw (always True for a fixed store)."""
+        self._sync()
+        return self._missing is None
 
     @classmethod
     def from_config(cls, store: ReplayStore, data_cfg, batch_size: int, *, frame_stack: int = 4, seed: int = 0,
@@ -174,20 +215,36 @@ class Sampler:
 
     # ------------------------------------------------------------------------------------------
 
-    def sample_rows(self) -> np.ndarray:
-        """Draw the next batch's start rows (int64 [B], grouped by game); advances the stream."""
-        u = self._rng.integers(0, self._start_count, size=(len(self.store.games), self.per_game * self.world_size))
-        u = u[:, self.rank * self.per_game:(self.rank + 1) * self.per_game]  # this rank's slice of each game
+    def sample_rows(self, batch_size: int | None = None) -> np.ndarray:
+        """Draw the next batch's start rows (int64 [B], grouped by game); advances the stream.
+
+        ``batch_size`` (default: the sampler's) may differ from call to call, as when
+        :class:`scaled_ql.data.online.OfflineOnlineMix` changes its offline share; it must be a
+        positive multiple of the number of games.
+        """
+        per_game = self.per_game
+        if batch_size is not None:
+            games = len(self.store.games)
+            if batch_size < 1 or batch_size % games:
+                raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of games ({games}: {list(self.store.games)}) so every batch is balanced")
+            per_game = batch_size // games
+        self._sync()
+        if self._missing is not None:
+            raise ValueError(f"cannot draw a batch: {self._missing}; add episodes of every game before sampling")
+        u = self._rng.integers(0, self._start_count, size=(len(self.store.games), per_game * self.world_size))
+        u = u[:, self.rank * per_game:(self.rank + 1) * per_game]  # this rank's slice of each game
         self.batches_drawn += 1
         return self._starts[(self._start_offset + u).reshape(-1)]
 
-    def sample(self) -> Batch:
-        """The next batch: ``batch_size / num_games`` uniform transition starts per game."""
-        return self.batch_at(self.sample_rows())
+    def sample(self, batch_size: int | None = None) -> Batch:
+        """The next batch: ``batch_size / num_games`` uniform transition starts per game
+        (``batch_size`` defaults to the sampler's)."""
+        return self.batch_at(self.sample_rows(batch_size))
 
     def batch_at(self, rows: np.ndarray) -> Batch:
         """The transitions starting at ``rows`` (int [B], each not an episode's last row)."""
         store = self.store
+        self._sync()
         rows = np.asarray(rows, dtype=np.int64)
         end = store.episode_end[rows]
         k = np.minimum(end - rows, self.n_step)
