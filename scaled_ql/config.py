@@ -122,6 +122,40 @@ class FinetuneConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class OnlineConfig:
+    """Online fine-tuning: play the games while training, and mix online with offline data."""
+
+    enabled: bool = False
+    """Run an actor in ALE during training and draw part of every batch from its replay."""
+    num_envs: int = 4
+    """Parallel environments per game (ale_py's vector environment)."""
+    env_steps_per_update: int = 1
+    """Vector-environment steps (each ``num_envs`` transitions per game) before every update."""
+    offline_fraction: float = 0.5
+    """Share of every batch drawn from the offline data (exactly, per game)."""
+    anneal_offline_to: float | None = None
+    """If set, the offline share goes linearly to this value over ``train.steps``."""
+    capacity_rows: int = 100_000
+    """Rows of the online replay (whole episodes, oldest evicted first)."""
+    epsilon_start: float = 0.1
+    """Exploration rate at the first environment step."""
+    epsilon_end: float = 0.01
+    """Exploration rate after ``epsilon_decay_steps`` environment steps."""
+    epsilon_decay_steps: int = 10_000
+    """Environment steps (over all environments) of the linear epsilon decay."""
+    max_episode_steps: int = 0
+    """If > 0, cut online episodes after this many agent steps (the protocol's cap always applies)."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_envs >= 1, "online.num_envs", "at least 1", self.num_envs)
+        _check(self.env_steps_per_update >= 1, "online.env_steps_per_update", "at least 1", self.env_steps_per_update)
+        _check(0.0 <= self.offline_fraction <= 1.0, "online.offline_fraction", "a fraction in [0, 1]", self.offline_fraction)
+        _check(self.anneal_offline_to is None or 0.0 <= self.anneal_offline_to <= 1.0, "online.anneal_offline_to",
+               "null or a fraction in [0, 1]", self.anneal_offline_to)
+        _check(self.capacity_rows >= 1, "online.capacity_rows", "at least 1", self.capacity_rows)
+
+
+@dataclass(kw_only=True, slots=True)
 class ModelConfig:
     """The shared backbone, the per-game heads and the value representation."""
 
@@ -313,6 +347,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -135,13 +135,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     rank_state: dict[str, Any],
     accelerator: Any = None,
+    write_rank_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and keep the newest ``cfg.train.keep_checkpoints``.
 
     Collective: every process calls it. Process 0 writes the model, target network and the
     shared state; every process's sampler state (``rank_state``) and RNG state are gathered into
     ``trainer.json`` and ``rng.safetensors``; a sharded (ZeRO) optimizer is written one file per
-    process. ``model`` is the unwrapped online network.
+    process. ``model`` is the unwrapped online network. ``write_rank_files(state_dir)``, if given,
+    lets every process add its own files (e.g. its online replay) before the checkpoint appears.
     """
     from accelerate.utils import gather_object
 
@@ -159,6 +161,8 @@ def save_checkpoint(
 
     layout = _optimizer_layout(optimizer, accelerator)
     sharded = layout != "full"
+    if write_rank_files is not None:
+        write_rank_files(tmp / "state")
     if sharded:
         opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
         save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")

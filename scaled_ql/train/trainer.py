@@ -152,6 +152,10 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     if cfg.data.holdout_fraction > 0:  # its own stream: drawing from it never changes the training batches
         holdout = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
                                       seed=cfg.seed + 1, rank=topo.rank, world_size=topo.world_size, split="holdout")
+    draw, online = sampler.sample, None
+    if cfg.online.enabled:  # the mix draws exactly the configured offline share of every batch
+        online = _OnlinePart(cfg, sampler, topo)
+        draw = online.mix.sample
     run_dir = _prepare_run_dir(cfg, resume, accelerator)
     model, target, optimizer = build_training_state(cfg, device)
 
@@ -169,6 +173,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         sampler.load_state_dict(loaded.meta["ranks"][0]["sampler"])
         if holdout is not None:
             holdout.load_state_dict(loaded.meta["ranks"][0]["holdout_sampler"])
+        if online is not None:
+            online.load(found, loaded, topo)
         if main:
             tqdm.write(f"resumed {run_dir} from {found} at step {step}"
                        + (f" (saved by {loaded.world_size} processes, resumed by {topo.world_size})"
@@ -180,9 +186,14 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         writer.add_text("config", "```\n" + cfg.to_json() + "\n```")
         writer.add_scalar("model/parameters", count_parameters(net), 0)
 
+    if online is not None:
+        online.start_actor(cfg, net, device, topo)
+
     def checkpoint(at: int) -> Path:
-        state = {"sampler": sampler.state_dict(), **({"holdout_sampler": holdout.state_dict()} if holdout else {})}
-        return save_checkpoint(run_dir, at, cfg, net, target, optimizer, state, accelerator)
+        state = {"sampler": sampler.state_dict(), **({"holdout_sampler": holdout.state_dict()} if holdout else {}),
+                 **(online.state_dict() if online else {})}
+        return save_checkpoint(run_dir, at, cfg, net, target, optimizer, state, accelerator,
+                               write_rank_files=online.save_store if online else None)
 
     check_every = 1 if device.type == "cpu" else cfg.train.log_every  # loss checks sync the host
     bar = tqdm(total=cfg.train.steps, initial=step, desc=f"pretrain {cfg.name}", unit="upd",
@@ -191,9 +202,11 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     eval_results = None
     model.train()
     while step < cfg.train.steps:
+        if online is not None:  # play, then learn: env steps, then one update
+            online.act(step, cfg.train.steps)
         for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
             t0 = time.perf_counter()
-            batch = sampler.sample().to_torch(device)
+            batch = draw().to_torch(device)
             t1 = time.perf_counter()
             with accelerator.accumulate(model):
                 metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip, accelerator)
@@ -225,6 +238,9 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
                 writer.add_scalar("perf/sample_ms", 1000 * sample_s / cfg.train.log_every, step)
                 writer.add_scalar("perf/update_ms", 1000 * update_s / cfg.train.log_every, step)
                 writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(sample_s + update_s, 1e-9), step)
+                if online is not None:
+                    for key, value in online.metrics().items():
+                        writer.add_scalar(key, value, step)
             scalars = dict(zip(names, values))
             bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", q=f"{scalars.get('q/data', float('nan')):.2f}")
             sample_s = update_s = 0.0
@@ -236,6 +252,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
                 run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress)
             accelerator.wait_for_everyone()
     bar.close()
+    if online is not None:
+        online.close()
 
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
@@ -245,6 +263,70 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     if writer is not None:
         writer.close()
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, eval_results=eval_results)
+
+
+class _OnlinePart:
+    """Online fine-tuning inside the one loop: an actor playing ALE with the online network, an
+    online replay per process, and the offline/online mix the batches come from."""
+
+    def __init__(self, cfg: ExperimentConfig, offline: Sampler, topo) -> None:
+        from scaled_ql.data.online import OfflineOnlineMix, OnlineStore
+
+        oc, data = cfg.online, cfg.data
+        self.store = OnlineStore(cfg.games, oc.capacity_rows, (cfg.env.frame_size, cfg.env.frame_size),
+                                 gamma=data.gamma, reward_clip=data.reward_clip)
+        # Each process plays and samples its own replay (its own stream).
+        online = Sampler(self.store, topo.per_device_batch, n_step=data.n_step, gamma=data.gamma,
+                         reward_clip=data.reward_clip, frame_stack=cfg.env.frame_stack, seed=cfg.seed + 2 + topo.rank)
+        self.mix = OfflineOnlineMix(offline, online, oc.offline_fraction)
+        self.cfg, self.actor, self.rank = cfg, None, topo.rank
+        self.returns: list[float] = []
+        self.last = None
+        self._actor_state: dict[str, Any] | None = None
+
+    def start_actor(self, cfg: ExperimentConfig, net, device, topo) -> None:
+        from scaled_ql.envs.actor import Actor, EpsilonSchedule
+
+        oc = cfg.online
+        self.actor = Actor(self.store, make_policy(net, device), cfg.env, games=cfg.games, num_envs=oc.num_envs,
+                           epsilon=EpsilonSchedule(oc.epsilon_start, oc.epsilon_end, oc.epsilon_decay_steps),
+                           seed=cfg.seed + 7919 * (topo.rank + 1), max_episode_steps=oc.max_episode_steps)
+        if self._actor_state is not None:
+            self.actor.load_state_dict(self._actor_state)
+
+    def act(self, step: int, total_steps: int) -> None:
+        if self.cfg.online.anneal_offline_to is not None:
+            self.mix.anneal(step, total_steps, self.cfg.online.anneal_offline_to)
+        self.last = self.actor.step(self.cfg.online.env_steps_per_update)
+        self.returns += self.last.episode_returns
+
+    def metrics(self) -> dict[str, float]:
+        out = {"online/offline_fraction": self.mix.offline_fraction, "online/replay_rows": float(len(self.store))}
+        if self.last is not None:
+            out |= {k.replace("actor/", "online/"): v for k, v in self.last.metrics().items() if "mean" not in k}
+        if self.returns:  # episodes that ended since the last log
+            out["online/return"] = float(np.mean(self.returns))
+            self.returns = []
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mix": self.mix.state_dict(), "actor": self.actor.state_dict() if self.actor else None}
+
+    def save_store(self, state_dir: Path) -> None:
+        self.store.save(state_dir / f"online_rank{self.rank}")
+
+    def load(self, found: Path, loaded, topo) -> None:
+        if loaded.world_size != topo.world_size:
+            raise ConfigError(f"checkpoint '{found}' holds the online replays of {loaded.world_size} processes; "
+                              f"this run has {topo.world_size}: resume online fine-tuning on as many processes")
+        self.store.load(found / "state" / f"online_rank{topo.rank}")
+        mine = loaded.meta["ranks"][topo.rank]
+        self.mix.load_state_dict(mine["mix"])
+        self._actor_state = mine["actor"]
+
+    def close(self) -> None:
+        if self.actor is not None:
+            self.actor.close()
 
 
 def run_evaluation(
