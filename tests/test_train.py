@@ -48,13 +48,15 @@ def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_datas
     evaluation = json.loads((run / "eval" / "final" / "eval.json").read_text())
     assert set(evaluation["games"]) == {"Pong", "Breakout"}
     assert (run / "eval" / "final" / "eval.png").stat().st_size > 1000
+    assert set(evaluation["games"]["Pong"]) >= {"returns", "mean", "q_start"}  # what it gets, what it believes
+    assert (run / "curves.png").stat().st_size > 5000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ("loss/td", "loss/cql", "loss/dr3", "q/data", "q/pi", "q_data_per_game/Pong", "q_data_per_game/Breakout",
-                "eval_return/Pong", "perf/updates_per_s"):
+                "eval_return/Pong", "eval_q_start/Pong", "perf/updates_per_s"):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("loss/td")] == [5, 10, 15, 20]
     trainer_state = json.loads((ckpt / "state" / "trainer.json").read_text())

@@ -249,7 +249,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
             last_ckpt = checkpoint(step)
         if cfg.eval.episodes > 0 and cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
             if main:
-                run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress)
+                run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress, sampler)
             accelerator.wait_for_everyone()
     bar.close()
     if online is not None:
@@ -258,11 +258,24 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
     if cfg.eval.episodes > 0 and main:
-        eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress)
+        eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress, sampler)
         (run_dir / "eval.json").write_text(json.dumps(eval_results, indent=1))
     if writer is not None:
         writer.close()
+        _plot_curves(run_dir)
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, eval_results=eval_results)
+
+
+def _plot_curves(run_dir: Path) -> None:
+    """``curves.png``: evaluation returns (what the policy gets) beside the Q-values the network
+    believes (data and start states), so over-estimation and unlearning show at a glance."""
+    from scaled_ql.eval.compare import compare_runs
+
+    try:
+        compare_runs([run_dir], run_dir / "curves.png",
+                     ("eval_return/*", "eval_q_start/*", "q/data", "q/pi", "online/return", "holdout/td"))
+    except ValueError:  # nothing logged yet (a run shorter than one log period)
+        pass
 
 
 class _OnlinePart:
@@ -329,6 +342,23 @@ class _OnlinePart:
             self.actor.close()
 
 
+@torch.no_grad()
+def start_state_values(model: MultiGameQNetwork, sampler: Sampler, device: torch.device, per_game: int = 64) -> dict[str, float]:
+    """Mean max_a Q(s0, a) over (up to) ``per_game`` first states of the data's episodes of each
+    game: how well the network thinks it does from the start, to set beside the returns it gets."""
+    store, out = sampler.store, {}
+    firsts = np.flatnonzero((store.step == 0) & ~store.is_last_row)
+    was_training = model.training
+    model.eval()
+    for g, game in enumerate(model.games):
+        rows = firsts[store.game_id[firsts] == g][:per_game]
+        if rows.size:
+            batch = sampler.batch_at(rows).to_torch(device)
+            out[game] = float(model(batch.obs, batch.game).q.max(-1).values.mean())
+    model.train(was_training)
+    return out
+
+
 def run_evaluation(
     cfg: ExperimentConfig,
     model: MultiGameQNetwork,
@@ -337,10 +367,17 @@ def run_evaluation(
     writer: SummaryWriter | None,
     step: int,
     progress: bool,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
     from scaled_ql.eval.evaluate import evaluate, format_score_table
 
     results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir, progress=progress)
+    if sampler is not None:  # what it believes, beside what it gets
+        for game, value in start_state_values(model, sampler, device).items():
+            results["games"][game]["q_start"] = value
+            if writer is not None:
+                writer.add_scalar(f"eval_q_start/{game}", value, step)
+        (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
     if writer is not None:
         for game, res in results["games"].items():
             writer.add_scalar(f"eval_return/{game}", res["mean"], step)
