@@ -681,17 +681,12 @@ def push_dataset(
     })
     if dry_run:
         return report
-    if api is None:
-        from huggingface_hub import HfApi
+    from scaled_ql.hub.upload import upload_in_one_commit
 
-        api = HfApi()
-    repo = api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
-        commit_message=commit_message or f"Upload scaled_ql dataset ({len(meta['games'])} games, {meta['rows']} rows, {len(files)} files)",
+    report |= upload_in_one_commit(
+        folder, repo_id, repo_type="dataset", private=private, api=api,
+        message=commit_message or f"Upload scaled_ql dataset ({len(meta['games'])} games, {meta['rows']} rows, {len(files)} files)",
     )
-    report["url"] = str(getattr(repo, "url", repo))
-    report["commit"] = str(getattr(commit, "commit_url", commit))
     return report
 
 

@@ -98,15 +98,8 @@ def push_checkpoint(
     report: dict[str, Any] = {"repo_id": repo_id, "folder": str(folder), "files": [str(f) for f in files], "dry_run": dry_run}
     if dry_run:
         return report
-    if api is None:
-        from huggingface_hub import HfApi
+    from scaled_ql.hub.upload import upload_in_one_commit
 
-        api = HfApi()
-    repo = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, repo_type="model", folder_path=str(folder),
-        commit_message=f"Upload scaled_ql checkpoint ({len(files)} files)",
-    )
-    report["url"] = str(getattr(repo, "url", repo))
-    report["commit"] = str(getattr(commit, "commit_url", commit))
+    report |= upload_in_one_commit(folder, repo_id, repo_type="model", private=private, api=api,
+                                   message=f"Upload scaled_ql checkpoint ({len(files)} files)")
     return report
