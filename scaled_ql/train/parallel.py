@@ -63,6 +63,8 @@ def resolve_mixed_precision(cfg: ExperimentConfig, device_type: str) -> str:
 def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConfig, Topology]:
     """Build the accelerator and return the config with ``dist`` resolved (world size, precision)."""
     dist, train = cfg.dist, cfg.train
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device': expected an available device, found 'cuda' but torch sees no GPU")
     wants_gpu = train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
     mixed_precision = resolve_mixed_precision(cfg, "cuda" if wants_gpu else "cpu")
     _check_launcher(cfg, mixed_precision)

@@ -31,14 +31,6 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the message names the step and the last good checkpoint."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'train.device': expected an available device, found 'cuda' but torch sees no GPU")
-    return torch.device(name)
-
-
 def make_policy(model: MultiGameQNetwork, device: torch.device):
     """Greedy policy callable for the evaluator: (uint8 obs [N,K,H,W], game id) -> actions [N]."""
 
