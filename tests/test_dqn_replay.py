@@ -268,6 +268,7 @@ BAD_INPUTS = {
     "wrong frame shape": ("$store$_observation_ckpt.2.gz", lambda logs: _rewrite(logs / "$store$_observation_ckpt.2.gz", _load(logs / "$store$_observation_ckpt.2.gz")[:, :, :80]), r"expected observations uint8 \[capacity, 84, 84\]"),
     "mismatched lengths": ("$store$_terminal_ckpt.2.gz", lambda logs: _rewrite(logs / "$store$_terminal_ckpt.2.gz", _load(logs / "$store$_terminal_ckpt.2.gz")[:-1]), "equal lengths"),
     "missing file": ("$store$_terminal_ckpt.2.gz", lambda logs: (logs / "$store$_terminal_ckpt.2.gz").unlink(), "incomplete"),
+    # Writes a pickled object array as a hostile input; the converter must refuse it unopened.
     "pickled object array": ("$store$_reward_ckpt.2.gz", lambda logs: _rewrite(logs / "$store$_reward_ckpt.2.gz", np.array([{"evil": 1}] * CAP, dtype=object), allow_pickle=True), "pickled or object array"),
     "NaN reward": ("$store$_reward_ckpt.2.gz", lambda logs: _rewrite(logs / "$store$_reward_ckpt.2.gz", np.where(np.arange(CAP) == 10, np.nan, _load(logs / "$store$_reward_ckpt.2.gz")).astype(np.float32)), "must be finite"),
     "add_count off the cursor": ("invalid_range_ckpt.2.gz", lambda logs: _rewrite(logs / "add_count_ckpt.2.gz", np.array(250)), "does not surround the cursor"),
