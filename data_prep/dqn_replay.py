@@ -640,13 +640,20 @@ def convert_dqn_replay(
             detail = f"\n{report.summary()}" if report.skipped else ""
             raise DatasetFormatError(f"DQN Replay root '{root}': nothing to convert for games {list(games)}, runs {list(runs)}{detail}")
         _describe(collection, root, selected, checkpoints, first_fraction, sample_fraction, seed, report)
+        report.settings["selected_checkpoints"] = {f"{g}/{r}": c for (g, r), c in selected.items()}
         yield last  # write_dataset records ``collection`` after the last chunk
 
+    return write_converted(out_dir, chunks(), collection, report, bar, overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def write_converted(out_dir, chunks, collection: CollectionInfo, report: "ConversionReport", bar, *,
+                    overwrite: bool, max_shard_size) -> DatasetMetadata:
+    """The end every converter shares: write the chunks as a dataset, then its conversion report
+    (and a warning listing what ``skip_bad`` skipped)."""
     try:
-        meta = write_dataset(out_dir, chunks(), collection=collection, frame_shape=FRAME_SHAPE, overwrite=overwrite, max_shard_size=max_shard_size)
+        meta = write_dataset(out_dir, chunks, collection=collection, frame_shape=FRAME_SHAPE, overwrite=overwrite, max_shard_size=max_shard_size)
     finally:
         bar.close()
-    report.settings["selected_checkpoints"] = {f"{g}/{r}": c for (g, r), c in selected.items()}
     report.write(meta.path)
     report.warn_skipped()
     return meta

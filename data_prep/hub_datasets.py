@@ -121,8 +121,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_prep.dqn_replay import REPORT_FILE, ConversionReport, EpisodeChunker, check_actions, check_output, game_num_actions
-from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command, write_dataset
+from data_prep.dqn_replay import REPORT_FILE, ConversionReport, EpisodeChunker, check_actions, check_output, game_num_actions, write_converted
+from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command
 
 OBSERVATIONS = "image_observations"
 ACTIONS = "discrete_actions"
@@ -534,13 +534,7 @@ def convert_hub_dataset(
         collection.source = _describe(source, local, pairs, split, revision, max_episodes, split_resets, report)
         yield last  # write_dataset records ``collection`` after the last chunk
 
-    try:
-        meta = write_dataset(out_dir, chunks(), collection=collection, frame_shape=FRAME_SHAPE, overwrite=overwrite, max_shard_size=max_shard_size)
-    finally:
-        bar.close()
-    report.write(meta.path)
-    report.warn_skipped()
-    return meta
+    return write_converted(out_dir, chunks(), collection, report, bar, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
 def _rows(ds, max_episodes: int | None) -> Iterable[dict[str, Any]]:

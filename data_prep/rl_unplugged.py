@@ -76,8 +76,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_prep.dqn_replay import DQN_PROTOCOL, REPORT_FILE, ConversionReport, EpisodeChunker, actions_in_range, game_num_actions, check_actions, check_output
-from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command, write_dataset
+from data_prep.dqn_replay import DQN_PROTOCOL, REPORT_FILE, ConversionReport, EpisodeChunker, actions_in_range, game_num_actions, check_actions, check_output, write_converted
+from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command
 
 SHARD_NAME = re.compile(r"^run_(?P<run>\d+)-(?P<shard>\d+)-of-(?P<count>\d+)$")
 
@@ -717,10 +717,4 @@ def convert_rl_unplugged(
         )
         yield last  # write_dataset records ``collection`` after the last chunk
 
-    try:
-        meta = write_dataset(out_dir, chunks(), collection=collection, frame_shape=FRAME_SHAPE, overwrite=overwrite, max_shard_size=max_shard_size)
-    finally:
-        bar.close()
-    report.write(meta.path)
-    report.warn_skipped()
-    return meta
+    return write_converted(out_dir, chunks(), collection, report, bar, overwrite=overwrite, max_shard_size=max_shard_size)
