@@ -193,6 +193,14 @@ class ModelConfig:
     """Highest atom of the C51 support."""
     hl_gauss_sigma: float = 0.75
     """HL-Gauss: standard deviation of the Gaussian smoothing, in bin widths (Farebrother et al., 2024)."""
+    policy_head: bool = False
+    """A second per-game head of action logits on phi(s): the behaviour-cloned policy of BRAC or
+    the advantage-weighted policy of IQL. Turned on by ``loss.algorithm`` ``iql`` and ``brac``."""
+    state_value_head: bool = False
+    """A per-game scalar head V(s) on phi(s) (IQL's expectile value). Turned on by ``loss.algorithm=iql``."""
+    act_with: str = "q"
+    """What picks the greedy action: ``q`` (argmax_a Q(s, a)) or ``policy`` (argmax of the policy
+    head's logits). Set to ``policy`` by ``loss.algorithm=iql``."""
 
     def __post_init__(self) -> None:
         _check(self.width >= 1, "model.width", "at least 1", self.width)
@@ -203,12 +211,45 @@ class ModelConfig:
         _check(self.patch_size >= 1, "model.patch_size", "at least 1", self.patch_size)
         _check(self.vit_hidden % max(self.vit_heads, 1) == 0, "model.vit_hidden", f"a multiple of model.vit_heads={self.vit_heads}", self.vit_hidden)
         _check(self.hl_gauss_sigma > 0, "model.hl_gauss_sigma", "a positive number", self.hl_gauss_sigma)
+        _check(self.act_with in ("q", "policy"), "model.act_with", "'q' or 'policy'", self.act_with)
+        _check(self.act_with == "q" or self.policy_head, "model.act_with",
+               "'q' unless model.policy_head is true (acting with a policy needs the policy head)", self.act_with)
+
+
+@dataclass(frozen=True)
+class AlgorithmNeeds:
+    """What a ``loss.algorithm`` needs of the network (its losses are in ``scaled_ql.losses.ALGORITHM_LOSSES``)."""
+
+    policy_head: bool = False
+    state_value_head: bool = False
+    act_with_policy: bool = False
+    scalar_value: bool = False
+
+
+ALGORITHMS: dict[str, AlgorithmNeeds] = {
+    "q_learning": AlgorithmNeeds(),
+    "bc": AlgorithmNeeds(scalar_value=True),
+    "iql": AlgorithmNeeds(policy_head=True, state_value_head=True, act_with_policy=True, scalar_value=True),
+    "brac": AlgorithmNeeds(policy_head=True),
+}
+"""The learning algorithms of ``loss.algorithm`` and the heads each needs."""
 
 
 @dataclass(kw_only=True, slots=True)
 class LossConfig:
-    """Weights of the loss terms: TD + cql_alpha * CQL + dr3_coef * DR3."""
+    """The learning algorithm and the weights of its loss terms (``q_learning``: TD + cql_alpha *
+    CQL + dr3_coef * DR3)."""
 
+    algorithm: str = "q_learning"
+    """One of :data:`ALGORITHMS`, all over the same network and data:
+    ``q_learning`` TD + ``cql_alpha`` CQL (or Cal-QL) + ``dr3_coef`` DR3: DQN when both weights
+                   are 0, CQL, CQL + DR3 (Scaled QL);
+    ``bc``         behaviour cloning: the per-game head is trained as a classifier of the data
+                   action (its outputs are action logits, not values; needs ``model.value=scalar``);
+    ``iql``        implicit Q-learning: expectile V head, Q regressed on r + gamma V(s'), policy head
+                   by advantage-weighted BC, acting with the policy head (needs ``model.value=scalar``);
+    ``brac``       the ``q_learning`` loss + ``brac_alpha`` KL(softmax(Q / T) || pi_b), pi_b a
+                   behaviour-cloned policy head trained beside it (set ``cql_alpha=0`` for plain BRAC)."""
     cql_alpha: float = 0.1
     """Weight of the discrete CQL penalty logsumexp_a Q(s, a) - Q(s, a_data); 0 disables it
     (plain DQN-style offline Q-learning)."""
@@ -222,8 +263,25 @@ class LossConfig:
     """Huber threshold of the scalar TD loss."""
     double_q: bool = True
     """Double DQN: the online network picks the next action, the target network values it."""
+    iql_expectile: float = 0.7
+    """IQL: the expectile tau of V(s) regressed on Q_target(s, a_data) (0.5 = the mean; -> 1 the
+    in-sample maximum). 0.7 as in the paper's locomotion runs."""
+    iql_beta: float = 3.0
+    """IQL: inverse temperature of the advantage weights exp(beta (Q - V)) of the policy (0 = BC)."""
+    iql_max_weight: float = 100.0
+    """IQL: the clip of exp(beta A), as in the reference code."""
+    brac_alpha: float = 0.1
+    """BRAC: weight of KL(softmax(Q / brac_temperature) || pi_b)."""
+    brac_temperature: float = 1.0
+    """BRAC: temperature of the Boltzmann policy of Q."""
 
     def __post_init__(self) -> None:
+        _check(self.algorithm in ALGORITHMS, "loss.algorithm", f"one of {', '.join(ALGORITHMS)}", self.algorithm)
+        _check(0.0 < self.iql_expectile < 1.0, "loss.iql_expectile", "a number in (0, 1)", self.iql_expectile)
+        _check(self.iql_beta >= 0.0, "loss.iql_beta", "a non-negative number", self.iql_beta)
+        _check(self.iql_max_weight > 0.0, "loss.iql_max_weight", "a positive number", self.iql_max_weight)
+        _check(self.brac_alpha >= 0.0, "loss.brac_alpha", "a non-negative number", self.brac_alpha)
+        _check(self.brac_temperature > 0.0, "loss.brac_temperature", "a positive number", self.brac_temperature)
         _check(self.cql_alpha >= 0.0, "loss.cql_alpha", "a non-negative number", self.cql_alpha)
         _check(self.dr3_coef >= 0.0, "loss.dr3_coef", "a non-negative number", self.dr3_coef)
         _check(self.huber_delta > 0.0, "loss.huber_delta", "a positive number", self.huber_delta)
@@ -361,6 +419,7 @@ class ExperimentConfig:
             "false unless env.full_action_space is true (a shared head needs one action set for all games)",
             self.model.shared_head,
         )
+        self._apply_algorithm()
         _check(
             self.train.batch_size % len(self.games) == 0,
             "train.batch_size",
@@ -376,6 +435,17 @@ class ExperimentConfig:
                     get_game(name)
                 except KeyError as err:
                     raise ConfigError(f"config key '{key}': {err.args[0]}") from None
+
+    def _apply_algorithm(self) -> None:
+        """Give the network the heads ``loss.algorithm`` trains (see :data:`ALGORITHMS`)."""
+        needs = ALGORITHMS[self.loss.algorithm]
+        if needs.scalar_value:
+            _check(self.model.value == "scalar", "model.value",
+                   f"'scalar' for loss.algorithm={self.loss.algorithm} (it regresses or classifies with a scalar head)", self.model.value)
+        self.model.policy_head = self.model.policy_head or needs.policy_head
+        self.model.state_value_head = self.model.state_value_head or needs.state_value_head
+        if needs.act_with_policy:
+            self.model.act_with = "policy"
 
     @property
     def run_dir(self) -> Path:

@@ -126,6 +126,9 @@ class MultiGameQNetwork(
         mask = torch.zeros(len(self.games), self.max_actions, dtype=torch.bool)
         for g, n in enumerate(self.action_counts):
             mask[g, :n] = True
+        # Optional heads of other algorithms (loss.algorithm iql, brac): one row block per head.
+        self.policy_head = nn.Linear(cfg.feature_dim, self.num_heads * self.max_actions) if cfg.policy_head else None
+        self.value_head = nn.Linear(cfg.feature_dim, self.num_heads) if cfg.state_value_head else None
         self.register_buffer("action_mask", mask, persistent=False)
         # [num_atoms] values of the atoms or bins (see VALUE_HEADS); None for a scalar head.
         self.register_buffer("support", value_head.support(cfg), persistent=False)
@@ -142,7 +145,10 @@ class MultiGameQNetwork(
         """Start from a pretrained network: copy its backbone, and for every game of this network
         that ``source`` has a head for, that head. Returns which games reused a head and which got
         a fresh one. The architecture (model and preprocessing settings) must be the same."""
-        mine, theirs = _asdict(self.model_cfg), _asdict(source.model_cfg)
+        # Which extra heads there are (and how the policy acts) follows the algorithm, not the architecture.
+        extra = ("policy_head", "state_value_head", "act_with")
+        mine = {k: v for k, v in _asdict(self.model_cfg).items() if k not in extra}
+        theirs = {k: v for k, v in _asdict(source.model_cfg).items() if k not in extra}
         diffs = [f"model.{k}: pretrained {theirs[k]!r}, this config {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
         diffs += [f"env.{k}: pretrained {getattr(source.env_cfg, k)!r}, this config {getattr(self.env_cfg, k)!r}"
                   for k in self.env_cfg.__dataclass_fields__ if getattr(self.env_cfg, k) != getattr(source.env_cfg, k)]
@@ -153,14 +159,22 @@ class MultiGameQNetwork(
         src_shape = (-1, source.max_actions, source.num_atoms)
         w, b = self.heads.weight.view(*shape, self.heads.in_features), self.heads.bias.view(*shape)
         sw, sb = source.heads.weight.view(*src_shape, source.heads.in_features), source.heads.bias.view(*src_shape)
+        pairs = [((w, b), (sw, sb))]
+        for name, rows, src_rows in (("policy_head", self.max_actions, source.max_actions), ("value_head", 1, 1)):
+            mine_head, their_head = getattr(self, name), getattr(source, name)
+            if mine_head is not None and their_head is not None:
+                pairs.append(((mine_head.weight.view(-1, rows, mine_head.in_features), mine_head.bias.view(-1, rows)),
+                              (their_head.weight.view(-1, src_rows, their_head.in_features), their_head.bias.view(-1, src_rows))))
         reused, fresh = [], []
         for g, game in enumerate(self.games):
             if game not in source.games:
                 fresh.append(game)
                 continue
-            h, sh, n = (0, 0, self.max_actions) if self.model_cfg.shared_head else (g, source.games.index(game), self.action_counts[g])
-            w[h, :n].copy_(sw[sh, :n])
-            b[h, :n].copy_(sb[sh, :n])
+            h, sh = (0, 0) if self.model_cfg.shared_head else (g, source.games.index(game))
+            for (mw, mb), (tw, tb) in pairs:
+                n = min(mw.shape[1], self.max_actions if self.model_cfg.shared_head else self.action_counts[g])
+                mw[h, :n].copy_(tw[sh, :n])
+                mb[h, :n].copy_(tb[sh, :n])
             reused.append(game)
         return {"reused_heads": reused, "new_heads": fresh}
 
@@ -178,12 +192,7 @@ class MultiGameQNetwork(
         features = self.backbone(x)
         if self.model_cfg.feature_norm:
             features = nn.functional.normalize(features, dim=-1)
-        batch = features.shape[0]
-        out = self.heads(features).view(batch, self.num_heads, self.max_actions, self.num_atoms)
-        if self.num_heads == 1:  # the shared head (or a single game)
-            out = out[:, 0]
-        else:
-            out = out[torch.arange(batch, device=out.device), game]  # [B, A, M]: each sample's own game head
+        out = self._pick_head(self.heads(features).view(features.shape[0], self.num_heads, self.max_actions, self.num_atoms), game)
         valid = self.action_mask[game]  # [B, A]
         if self.distributional:
             logits = out
@@ -191,11 +200,29 @@ class MultiGameQNetwork(
         else:
             logits, q = None, out.squeeze(-1)
         q = q.masked_fill(~valid, float("-inf"))
-        return QOutput(q=q, logits=logits, features=features)
+        policy_logits = v = None
+        if self.policy_head is not None:
+            policy_logits = self._pick_head(self.policy_head(features).view(features.shape[0], self.num_heads, self.max_actions), game)
+            policy_logits = policy_logits.masked_fill(~valid, float("-inf"))
+        if self.value_head is not None:
+            v = self._pick_head(self.value_head(features), game)
+        return QOutput(q=q, logits=logits, features=features, policy_logits=policy_logits, v=v)
+
+    def _pick_head(self, out: torch.Tensor, game: torch.Tensor) -> torch.Tensor:
+        """[B, num_heads, ...] -> [B, ...]: each sample's own game head (or the one shared head)."""
+        if self.num_heads == 1:
+            return out[:, 0]
+        return out[torch.arange(out.shape[0], device=out.device), game]
+
+    @staticmethod
+    def action_scores(out: QOutput, act_with: str) -> torch.Tensor:
+        """[B, A] scores whose argmax is the greedy action: Q, or the policy head's logits."""
+        return out.policy_logits if act_with == "policy" else out.q
 
     @torch.no_grad()
     def greedy_actions(self, obs: torch.Tensor, game: torch.Tensor) -> torch.Tensor:
-        return self(obs, game).q.argmax(-1)
+        """argmax_a of Q(s, a), or of the policy head's logits with ``model.act_with=policy``."""
+        return self.action_scores(self(obs, game), self.model_cfg.act_with).argmax(-1)
 
 
 def action_sets_for(games: list[str], env_cfg: EnvConfig) -> list[list[int]]:

@@ -9,36 +9,32 @@ from torch import nn
 
 from scaled_ql.config import LossConfig
 from scaled_ql.data.batch import TorchBatch
-from scaled_ql.losses.total import per_game_q, total_loss
-from scaled_ql.models.output import QOutput
+from scaled_ql.losses.algorithms import ALGORITHM_LOSSES, LossInputs, algorithm_loss
+from scaled_ql.losses.total import per_game_q
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
-def _split(out: QOutput, n: int) -> tuple[QOutput, QOutput]:
-    def half(t: torch.Tensor | None, first: bool) -> torch.Tensor | None:
-        return None if t is None else (t[:n] if first else t[n:])
-
-    return (
-        QOutput(q=out.q[:n], logits=half(out.logits, True), features=out.features[:n]),
-        QOutput(q=out.q[n:], logits=half(out.logits, False), features=out.features[n:]),
-    )
-
-
 def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward passes and the loss of ``batch`` (the update step without its backward)."""
+    """Forward passes and the loss of ``batch`` (the update step without its backward); only the
+    passes ``loss.algorithm`` reads are run (see ``ALGORITHM_LOSSES``)."""
+    needs = ALGORITHM_LOSSES[loss_cfg.algorithm]
     n = batch.obs.shape[0]
-    # s and s' go through the online network in one pass: half the kernel launches, and
-    # phi(s') for DR3 plus the double-DQN argmax come for free.
-    out, next_online = _split(model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])), n)
+    if needs.next_online:
+        # s and s' go through the online network in one pass: half the kernel launches, and
+        # phi(s') for DR3 plus the double-DQN argmax come for free.
+        out, next_online = model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])).split(n)
+    else:
+        out, next_online = model(batch.obs, batch.game), None
     with torch.no_grad():
-        next_target = target(batch.next_obs, batch.game)
+        next_target = target(batch.next_obs, batch.game) if needs.next_target else None
+        on_obs = target(batch.obs, batch.game) if needs.target else None
     net = unwrap(model)
-    loss, metrics = total_loss(
-        out, next_online, next_target, batch, loss_cfg,
+    loss, metrics = algorithm_loss(loss_cfg.algorithm, LossInputs(
+        out, next_online, next_target, on_obs, batch, loss_cfg,
         value=net.model_cfg.value, support=net.support, hl_gauss_sigma=net.model_cfg.hl_gauss_sigma,
-    )
+    ))
     q_data = out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
     metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(net.games))
     return loss, metrics

@@ -40,7 +40,7 @@ def make_policy(model: MultiGameQNetwork, device: torch.device):
         model.eval()
         x = torch.from_numpy(obs).to(device)
         game = torch.full((x.shape[0],), game_id, dtype=torch.long, device=device)
-        actions = model(x, game).q.argmax(-1).cpu().numpy()
+        actions = model.greedy_actions(x, game).cpu().numpy()
         model.train(was_training)
         return actions
 
@@ -336,8 +336,9 @@ class _OnlinePart:
 
 @torch.no_grad()
 def start_state_values(model: MultiGameQNetwork, sampler: Sampler, device: torch.device, per_game: int = 64) -> dict[str, float]:
-    """Mean max_a Q(s0, a) over (up to) ``per_game`` first states of the data's episodes of each
-    game: how well the network thinks it does from the start, to set beside the returns it gets."""
+    """Mean max_a Q(s0, a) (V(s0) for a network with a state-value head, as IQL's) over (up to)
+    ``per_game`` first states of the data's episodes of each game: how well the network thinks it
+    does from the start, to set beside the returns it gets."""
     store, out = sampler.store, {}
     firsts = np.flatnonzero((store.step == 0) & ~store.is_last_row)
     was_training = model.training
@@ -346,7 +347,8 @@ def start_state_values(model: MultiGameQNetwork, sampler: Sampler, device: torch
         rows = firsts[store.game_id[firsts] == g][:per_game]
         if rows.size:
             batch = sampler.batch_at(rows).to_torch(device)
-            out[game] = float(model(batch.obs, batch.game).q.max(-1).values.mean())
+            pred = model(batch.obs, batch.game)
+            out[game] = float((pred.v if pred.v is not None else pred.q.max(-1).values).mean())
     model.train(was_training)
     return out
 
@@ -364,7 +366,7 @@ def run_evaluation(
     from scaled_ql.eval.evaluate import evaluate, format_score_table
 
     results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir, progress=progress)
-    if sampler is not None:  # what it believes, beside what it gets
+    if sampler is not None and cfg.loss.algorithm != "bc":  # what it believes, beside what it gets (BC has no values)
         for game, value in start_state_values(model, sampler, device).items():
             results["games"][game]["q_start"] = value
             if writer is not None:
