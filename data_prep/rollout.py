@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from data_prep.scripted import scripted_policy
 from scaled_ql.config import ExperimentConfig
 from scaled_ql.data.format import CollectionInfo, DatasetMetadata, default_command, write_dataset
 from scaled_ql.envs.atari import make_vector_env
+from scaled_ql.envs.ram import RamVectorEnv
 from scaled_ql.games import get_game
 
 GreedyPolicy = Callable[[np.ndarray, int], np.ndarray]
@@ -45,14 +47,19 @@ def collect_dataset(
 
     ``cfg.prep.policy == "random"``: uniform random actions (``policy`` must be None).
     ``"epsilon_greedy"``: ``policy``'s action with probability 1 - ``cfg.prep.epsilon``,
-    else uniform. Seeded by ``cfg.seed`` (environments and action choices, per game).
+    else uniform. ``"scripted"``: the game's RAM-reading controller of ``data_prep.scripted``
+    with probability 1 - ``cfg.prep.epsilon``, else uniform, played on
+    :class:`scaled_ql.envs.ram.RamVectorEnv` (frames identical to the vector env's). Seeded by ``cfg.seed`` (environments and action choices, per game).
     Returns the written dataset's metadata.
     """
     prep = cfg.prep
     if prep.policy == "epsilon_greedy" and policy is None:
         raise ValueError("config key 'prep.policy' is 'epsilon_greedy' but no greedy policy was given (load one from prep.checkpoint)")
-    if prep.policy == "random" and policy is not None:
-        raise ValueError("a greedy policy was given but config key 'prep.policy' is 'random'; set prep.policy=epsilon_greedy")
+    if prep.policy in ("random", "scripted") and policy is not None:
+        raise ValueError(f"a greedy policy was given but config key 'prep.policy' is '{prep.policy}'; set prep.policy=epsilon_greedy")
+    if prep.policy == "scripted":
+        for game in cfg.games:
+            scripted_policy(game)  # names the game without a scripted controller before any work
     epsilon = 1.0 if prep.policy == "random" else prep.epsilon
     collection = CollectionInfo(
         source="ALE rollouts (scaled_ql data_prep.rollout)",
@@ -114,16 +121,20 @@ def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | No
     """Yield each finished episode of one game as a dict of columns (without ``episode_id``)."""
     spec = get_game(cfg.games[game_index])
     num_envs, size, stack_k = cfg.prep.num_envs, cfg.env.frame_size, cfg.env.frame_stack
+    scripted = scripted_policy(spec.name) if cfg.prep.policy == "scripted" else None
     seeds = np.random.SeedSequence([cfg.seed, game_index]).spawn(2)
     rng = np.random.default_rng(seeds[0])
     env_seed = int(seeds[1].generate_state(1)[0] % (2**31 - num_envs))
     budget = np.full(num_envs, cfg.prep.steps_per_game // num_envs, dtype=np.int64)
     budget[: cfg.prep.steps_per_game % num_envs] += 1
 
-    env = make_vector_env(spec.name, num_envs, cfg.env, frame_stack=1, max_episode_steps=cfg.prep.max_episode_steps)
+    if scripted is not None:
+        env = RamVectorEnv(spec.name, num_envs, cfg.env, max_episode_steps=cfg.prep.max_episode_steps)
+    else:
+        env = make_vector_env(spec.name, num_envs, cfg.env, frame_stack=1, max_episode_steps=cfg.prep.max_episode_steps)
     try:
-        num_actions = int(env.single_action_space.n)
-        obs, _ = env.reset(seed=env_seed)
+        num_actions = env.single_action_count if scripted is not None else int(env.single_action_space.n)
+        obs, info = env.reset(seed=env_seed)
         cap = 1024
         frames = np.zeros((num_envs, cap, size, size), dtype=np.uint8)
         actions = np.zeros((num_envs, cap), dtype=np.int32)
@@ -142,7 +153,9 @@ def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | No
                 rewards = _grow(rewards, cap)
             frames[live, pos[live]] = obs[live, 0]
             action = rng.integers(0, num_actions, size=num_envs)
-            if stacks is not None and epsilon < 1.0:
+            if scripted is not None:
+                action = np.where(rng.random(num_envs) < epsilon, action, scripted(info["ram"]))
+            elif stacks is not None and epsilon < 1.0:
                 greedy = np.asarray(policy(stacks, game_index)).reshape(num_envs)
                 action = np.where(rng.random(num_envs) < epsilon, action, greedy)
             obs, reward, terminal, truncated, info = env.step(action)

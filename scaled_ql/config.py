@@ -57,10 +57,12 @@ class PrepConfig:
     steps_per_game: int = 5_000
     """Agent steps recorded per game."""
     policy: str = "random"
-    """Behaviour policy: ``random`` (uniform over the game's actions) or ``epsilon_greedy``
-    (greedy in the Q-network of ``checkpoint`` with probability 1 - epsilon)."""
+    """Behaviour policy: ``random`` (uniform over the game's actions), ``epsilon_greedy``
+    (greedy in the Q-network of ``checkpoint`` with probability 1 - epsilon) or ``scripted``
+    (a controller reading object positions from the Atari RAM, ``data_prep.scripted``, with
+    probability 1 - epsilon; Pong, Breakout, Freeway)."""
     epsilon: float = 0.1
-    """Exploration rate of the ``epsilon_greedy`` policy."""
+    """Share of uniformly random actions of the ``epsilon_greedy`` and ``scripted`` policies."""
     checkpoint: str = ""
     """Checkpoint folder (a ``model/`` folder or a run's checkpoint) for ``epsilon_greedy``."""
     num_envs: int = 4
@@ -72,7 +74,7 @@ class PrepConfig:
     """Rows per Arrow record batch when writing."""
 
     def __post_init__(self) -> None:
-        _check(self.policy in ("random", "epsilon_greedy"), "prep.policy", "'random' or 'epsilon_greedy'", self.policy)
+        _check(self.policy in ("random", "epsilon_greedy", "scripted"), "prep.policy", "'random', 'epsilon_greedy' or 'scripted'", self.policy)
         _check(self.steps_per_game > 0, "prep.steps_per_game", "a positive integer", self.steps_per_game)
         _check(0.0 <= self.epsilon <= 1.0, "prep.epsilon", "a probability in [0, 1]", self.epsilon)
         _check(self.num_envs >= 1, "prep.num_envs", "at least 1", self.num_envs)

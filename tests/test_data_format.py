@@ -56,12 +56,19 @@ def test_round_trip_through_datasets_load_from_disk(data):
 def test_metadata_and_card(data):
     meta = read_metadata(data.path)
     assert meta.frame_shape == (84, 84)
-    assert meta.games == {"Pong": {"rows": 19, "episodes": 3, "steps": 16}, "Breakout": {"rows": 16, "episodes": 3, "steps": 13}}
+    counts = {g: {k: v[k] for k in ("rows", "episodes", "steps")} for g, v in meta.games.items()}
+    assert counts == {"Pong": {"rows": 19, "episodes": 3, "steps": 16}, "Breakout": {"rows": 16, "episodes": 3, "steps": 13}}
+    # The behaviour returns: each episode's undiscounted raw return, summarized per game.
+    for game in ("Pong", "Breakout"):
+        returns = [sum(ep.rewards) for ep in data.episodes if ep.game == game]
+        stats = meta.games[game]
+        assert stats["return_mean"] == pytest.approx(np.mean(returns)) and stats["return_std"] == pytest.approx(np.std(returns))
+        assert (stats["return_min"], stats["return_max"]) == (min(returns), max(returns))
     assert [f["name"] for f in meta.files] == ["data-00000-of-00001.arrow"]
     card = (data.path / CARD_FILE).read_text()
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["task_categories"] == ["reinforcement-learning"] and {"atari", "offline-rl"} <= set(front["tags"])
-    assert "| Pong | 16 | 3 | 19 |" in card and "Row convention" in card and "tests/fixtures.py" in card
+    assert "| Pong | 16 | 3 | 19 | " in card and "Row convention" in card and "tests/fixtures.py" in card
 
 
 def test_several_arrow_files_keep_row_order(tmp_path):

@@ -116,8 +116,10 @@ class DatasetMetadata:
     path: Path
     format_version: int
     frame_shape: tuple[int, int]
-    games: dict[str, dict[str, int]]
-    """Per game: ``rows``, ``episodes`` and ``steps`` (= rows - episodes, the agent steps)."""
+    games: dict[str, dict[str, Any]]
+    """Per game: ``rows``, ``episodes`` and ``steps`` (= rows - episodes, the agent steps), and
+    the behaviour policy's raw episode returns ``return_mean``, ``return_std``, ``return_min``,
+    ``return_max`` (absent in datasets written before they were recorded)."""
     files: list[dict[str, Any]]
     """Arrow files in row order: ``name``, ``rows``, ``bytes``, ``sha256``."""
     collection: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +196,7 @@ def read_metadata(path: str | Path) -> DatasetMetadata:
         path=path,
         format_version=version,
         frame_shape=frame_shape,  # type: ignore[arg-type]
-        games={g: {k: int(v) for k, v in c.items()} for g, c in raw["games"].items()},
+        games={g: {k: float(v) if k.startswith("return_") else int(v) for k, v in c.items()} for g, c in raw["games"].items()},
         files=list(raw["files"]),
         collection=dict(raw.get("collection", {})),
     )
@@ -391,6 +393,7 @@ def write_dataset(
         features = dataset_features(frame_shape)
         counts: dict[str, dict[str, int]] = {}
         seen_ids: set[int] = set()
+        returns: dict[str, list[float]] = {}
         writer = ArrowWriter(features=features, path=str(work / "rows.arrow"), writer_batch_size=shard_rows)
         try:
             for i, chunk in enumerate(chunks):
@@ -405,6 +408,7 @@ def write_dataset(
                 seen_ids.update(ids)
                 rows_per_game = _value_counts(table["game"])
                 episodes_per_game = _value_counts(table["game"].take(pa.array(ends)))
+                _add_episode_returns(returns, table, ends)
                 for name, rows in rows_per_game.items():
                     c = counts.setdefault(name, {"rows": 0, "episodes": 0, "steps": 0})
                     c["rows"] += rows
@@ -413,6 +417,9 @@ def write_dataset(
                 writer.write_table(table)
             if not counts:
                 raise DatasetFormatError(f"writing '{path}': no rows were given")
+            for name, values in returns.items():
+                counts[name] |= {"return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
+                                 "return_min": float(np.min(values)), "return_max": float(np.max(values))}
             writer.finalize()
         finally:
             writer.close()
@@ -454,11 +461,28 @@ def write_dataset(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _add_episode_returns(returns: dict[str, list[float]], table: pa.Table, ends: np.ndarray) -> None:
+    """Append the undiscounted raw return of every episode of ``table`` (whole episodes, ending
+    at rows ``ends``) to ``returns[game]``: the behaviour policy's returns, for the card."""
+    ids = np.asarray(table["episode_id"])
+    unique, inverse = np.unique(ids, return_inverse=True)
+    sums = np.bincount(inverse.reshape(-1), weights=np.asarray(table["reward"], dtype=np.float64), minlength=len(unique))
+    games = np.asarray(table["game"].take(pa.array(ends)).to_pylist(), dtype=object)
+    for game, value in zip(games.tolist(), sums[np.searchsorted(unique, ids[ends])].tolist()):
+        returns.setdefault(game, []).append(value)
+
+
 def _value_counts(column) -> dict[str, int]:
     import pyarrow.compute as pc
 
     counts = pc.value_counts(column)
     return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def _return_text(stats: Mapping[str, Any]) -> str:
+    if "return_mean" not in stats:
+        return "n/a"
+    return f"{stats['return_mean']:.2f} +/- {stats['return_std']:.2f} (min {stats['return_min']:g}, max {stats['return_max']:g})"
 
 
 def render_card(meta: DatasetMetadata) -> str:
@@ -488,11 +512,11 @@ def render_card(meta: DatasetMetadata) -> str:
         "",
         "## Games",
         "",
-        "| game | agent steps | episodes | rows |",
-        "|---|---:|---:|---:|",
+        "| game | agent steps | episodes | rows | behaviour return (mean +/- std over episodes) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {g} | {v['steps']} | {v['episodes']} | {v['rows']} |" for g, v in meta.games.items()]
-    lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} |", ""]
+    lines += [f"| {g} | {v['steps']} | {v['episodes']} | {v['rows']} | {_return_text(v)} |" for g, v in meta.games.items()]
+    lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} | |", ""]
     lines += ["## How it was made", ""]
     if c:
         policy = c.get("policy", "?")
@@ -500,6 +524,9 @@ def render_card(meta: DatasetMetadata) -> str:
             policy = f"epsilon-greedy around the Q-network of checkpoint `{c.get('checkpoint', '')}`"
         elif policy == "random":
             policy = "uniformly random over the game's action set"
+        elif policy == "scripted":
+            policy = ("a scripted controller reading object positions from the Atari RAM (`data_prep.scripted`), "
+                      f"with a uniformly random action with probability {c.get('epsilon', '?')}")
         lines += [
             f"- Source: {c.get('source', '?')}",
             f"- Behaviour policy: {policy}",

@@ -58,6 +58,7 @@ def evaluate_game(
     eval_cfg: EvalConfig,
     seed: int,
     progress: Any = None,
+    discount: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Play ``game`` until exactly ``episodes`` episodes have finished.
 
@@ -71,6 +72,11 @@ def evaluate_game(
     "human_normalized", "truncated_episodes"}`` with ``std`` the population standard
     deviation over episodes and ``human_normalized`` that of the mean return (None when the
     game has no reference scores).
+
+    With ``discount = (gamma, reward_clip)`` also ``discounted_returns`` and ``discounted_mean``:
+    per episode sum_t gamma^t clip(r_t) from its first state, the quantity the Q-values of the
+    episode's start state estimate (training's gamma and reward clipping; clip 0 = none), so
+    "what it thinks it gets" (Q) and "what it gets" can be set side by side in the same units.
     """
     spec = get_game(game)
     if episodes < 1:
@@ -84,6 +90,9 @@ def evaluate_game(
         obs, _ = env.reset(seed=int(env_seed) % _SEED_RANGE)
         running_return = np.zeros(num_envs, dtype=np.float64)
         running_length = np.zeros(num_envs, dtype=np.int64)
+        running_discounted = np.zeros(num_envs, dtype=np.float64)
+        discounted: list[float] = []
+        gamma, clip = discount if discount is not None else (1.0, 0.0)
         returns: list[float] = []
         lengths: list[int] = []
         truncated = 0
@@ -93,21 +102,26 @@ def evaluate_game(
             if explore.any():
                 actions = np.where(explore, rng.integers(0, num_actions, size=num_envs), actions)
             obs, reward, terminated, truncated_now, _ = env.step(actions)
+            running_discounted += gamma ** running_length * (np.clip(reward, -clip, clip) if clip > 0 else reward)
             running_return += reward
             running_length += 1
             for i in np.flatnonzero(terminated | truncated_now):
                 if len(returns) < episodes:
                     returns.append(float(running_return[i]))
+                    discounted.append(float(running_discounted[i]))
                     lengths.append(int(running_length[i]))
                     truncated += int(truncated_now[i] and not terminated[i])
                     if progress is not None:
                         progress.update(1)
                 running_return[i] = 0.0
+                running_discounted[i] = 0.0
                 running_length[i] = 0
     finally:
         env.close()
     mean = float(np.mean(returns))
+    extra = {"discounted_returns": discounted, "discounted_mean": float(np.mean(discounted))} if discount is not None else {}
     return {
+        **extra,
         "game": spec.name,
         "game_id": int(game_id),
         "episodes": len(returns),
@@ -161,6 +175,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     game_ids: dict[str, int] | None = None,
+    discount: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on every game of ``games`` for ``eval_cfg.episodes`` episodes each.
 
@@ -175,6 +190,7 @@ def evaluate(
     out for want of reference scores. ``protocol`` records epsilon, sticky actions,
     frameskip, the frame cap and the ``max_episode_steps`` cap actually used.
 
+    ``discount = (gamma, reward_clip)`` adds each game's discounted returns (see :func:`evaluate_game`).
     With ``out_dir``, writes ``eval.json`` and ``eval.png`` there.
     """
     from tqdm.auto import tqdm
@@ -197,7 +213,7 @@ def evaluate(
         for name, game_seed in zip(names, game_seeds):
             bar.set_description(f"eval {name}")
             per_game[name] = evaluate_game(
-                policy, name, ids[name], eval_cfg.episodes, env_cfg, eval_cfg, int(game_seed), progress=bar
+                policy, name, ids[name], eval_cfg.episodes, env_cfg, eval_cfg, int(game_seed), progress=bar, discount=discount
             )
     finally:
         bar.close()

@@ -365,7 +365,8 @@ def run_evaluation(
 ) -> dict[str, Any]:
     from scaled_ql.eval.evaluate import evaluate, format_score_table
 
-    results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir, progress=progress)
+    results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir,
+                       progress=progress, discount=(cfg.data.gamma, cfg.data.reward_clip))
     if sampler is not None and cfg.loss.algorithm != "bc":  # what it believes, beside what it gets (BC has no values)
         for game, value in start_state_values(model, sampler, device).items():
             results["games"][game]["q_start"] = value
@@ -375,6 +376,8 @@ def run_evaluation(
     if writer is not None:
         for game, res in results["games"].items():
             writer.add_scalar(f"eval_return/{game}", res["mean"], step)
+            if "discounted_mean" in res:  # same units as eval_q_start: discounted clipped return
+                writer.add_scalar(f"eval_discounted_return/{game}", res["discounted_mean"], step)
             if res.get("human_normalized") is not None:
                 writer.add_scalar(f"eval_hns/{game}", res["human_normalized"], step)
         agg = results.get("aggregate", {})

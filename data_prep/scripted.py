@@ -1,0 +1,76 @@
+"""Scripted behaviour policies that read object positions from the Atari RAM.
+
+For the learning benchmark (``scaled-ql bench learning``) the data must come from behaviour of
+known, mediocre quality: a competent scripted controller mixed with uniform random actions
+(``prep.policy=scripted``, ``prep.epsilon`` the random share), so a dataset holds good and bad
+decisions and an offline agent can do better than the data only by telling them apart.
+
+RAM addresses are those of the AtariARI annotations (Anand et al., 2019, "Unsupervised State
+Representation Learning in Atari", ``atariari/benchmark/ram_annotations.py``), checked here by
+stepping the games (``tests/test_scripted.py``):
+
+- Pong: player paddle y = ram[51], ball x = ram[49], ball y = ram[54] (0 while no ball is in
+  play). Minimal actions [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]; RIGHT moves the paddle
+  up (y decreases), LEFT down.
+- Breakout: paddle x = ram[72], ball x = ram[99], ball y = ram[101] (0 while no ball is in
+  play). Minimal actions [NOOP, FIRE, RIGHT, LEFT].
+- Freeway: chicken y = ram[14]. Minimal actions [NOOP, UP, DOWN]; the good strategy is to walk
+  up (cars knock the chicken back but never end the episode).
+
+Each policy maps RAM uint8 [N, 128] to action indices [N] into the game's minimal action set.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+ScriptedPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+def pong(ram: np.ndarray) -> np.ndarray:
+    """Keep the paddle's centre at the ball's height: up (RIGHT) when the ball is above, down
+    (LEFT) when below, NOOP within a dead band or when no ball is in play."""
+    paddle = ram[:, 51].astype(np.int32) + PONG_PADDLE_OFFSET
+    ball = ram[:, 54].astype(np.int32)
+    action = np.zeros(len(ram), dtype=np.int64)
+    in_play = ball > 0
+    action[in_play & (ball < paddle - 2)] = 2
+    action[in_play & (ball > paddle + 2)] = 3
+    return action
+
+
+PONG_PADDLE_OFFSET = 8
+"""Rows from ram[51] (the paddle's top) to the paddle's centre, in RAM units."""
+
+
+def breakout(ram: np.ndarray) -> np.ndarray:
+    """FIRE while no ball is in play; otherwise move the paddle's centre under the ball's x."""
+    paddle = ram[:, 72].astype(np.int32) + BREAKOUT_PADDLE_OFFSET
+    ball_x, ball_y = ram[:, 99].astype(np.int32), ram[:, 101].astype(np.int32)
+    action = np.zeros(len(ram), dtype=np.int64)
+    waiting = ball_y == 0
+    action[waiting] = 1
+    action[~waiting & (ball_x > paddle + 3)] = 2
+    action[~waiting & (ball_x < paddle - 3)] = 3
+    return action
+
+
+BREAKOUT_PADDLE_OFFSET = 8
+"""From ram[72] to the paddle's centre, in RAM units of the ball's x."""
+
+
+def freeway(ram: np.ndarray) -> np.ndarray:
+    """Always UP."""
+    return np.ones(len(ram), dtype=np.int64)
+
+
+SCRIPTED_POLICIES: dict[str, ScriptedPolicy] = {"Pong": pong, "Breakout": breakout, "Freeway": freeway}
+"""Game name -> its scripted policy."""
+
+
+def scripted_policy(game: str) -> ScriptedPolicy:
+    if game not in SCRIPTED_POLICIES:
+        raise ValueError(f"prep.policy=scripted: no scripted policy for game '{game}'; games with one: {', '.join(SCRIPTED_POLICIES)}")
+    return SCRIPTED_POLICIES[game]
