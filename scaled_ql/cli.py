@@ -94,11 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; "
                        "`sampler`: stacked n-step transitions/s from a memory-mapped dataset; `model`: parameters, "
                        "forward+backward time per sample and FLOPs per update of every backbone; `distributed`: "
-                       "update throughput of 1 process x 1 thread against 2 processes x 1 thread (scaling efficiency).")
-    p.add_argument("what", choices=["train", "sampler", "model", "distributed", "parquet", "memory"], help="which hot path")
+                       "update throughput of 1 process x 1 thread against 2 processes x 1 thread (scaling efficiency); "
+                       "`learning`: the offline-RL learning benchmark (scripted behaviour data, BC / DQN / CQL / CQL+DR3 / "
+                       "IQL, multi- vs single-game, fine-tuning vs scratch), resumable, writing docs/RESULTS.md.")
+    p.add_argument("what", choices=["train", "sampler", "model", "distributed", "parquet", "memory", "learning"], help="which benchmark")
     _add_config(p)
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
     p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
+    p.add_argument("--suite", default="cpu-small", help="learning: the suite (cpu-small, smoke)")
+    p.add_argument("--only", nargs="+", default=(), metavar="PATTERN",
+                   help="learning: run only the jobs whose ids match these shell patterns (and what they need), "
+                   "e.g. 'multi/cql*' 'data/*'")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="learning: seeds (default: the suite's)")
+    p.add_argument("--work", type=Path, default=None, help="learning: datasets and runs (default runs/bench-learning/SUITE)")
+    p.add_argument("--results", type=Path, default=None, help="learning: one JSON per finished job (default docs/results/SUITE)")
+    p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="learning: the report")
+    p.add_argument("--report-only", action="store_true", help="learning: rewrite the report from the results, run nothing")
+    p.add_argument("--list", action="store_true", help="learning: list the jobs and whether each has a result")
 
     p = sub.add_parser("data", help="inspect, convert and publish datasets",
                        description="`info`: games, episodes, transitions, behaviour returns, size, provenance; `show`: one "
@@ -176,6 +188,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _bench_learning(args: argparse.Namespace) -> None:
+    from scaled_ql.learning_bench import LearningBenchmark
+    from scaled_ql.learning_report import write_report
+
+    if args.overrides:
+        raise ValueError(f"bench learning: a suite fixes its settings; found overrides {args.overrides} (use --suite, --seeds, --only)")
+    work = args.work or Path("runs/bench-learning") / args.suite
+    results = args.results or Path("docs/results") / args.suite
+    bench = LearningBenchmark(args.suite, work, results, seeds=tuple(args.seeds) if args.seeds else None,
+                              progress=False)
+    if args.list:
+        for job in bench.jobs:
+            print(f"{'done' if bench.result_path(job.id).is_file() else '    '}  {job.id}")
+        return
+    if not args.report_only:
+        bench.run(tuple(args.only))
+    print(f"wrote {write_report(bench, args.out)}")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from scaled_ql.config import load_config
 
@@ -251,6 +282,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "bench":
         from scaled_ql import bench
 
+        if args.what == "learning":
+            _bench_learning(args)
+            return 0
         if args.what == "train":
             report = bench.bench_train(cfg, seconds=args.seconds)
         elif args.what == "model":

@@ -1,0 +1,330 @@
+"""``scaled-ql bench learning``: does the learned policy beat the data it learned from?
+
+A suite (:data:`SUITES`) fixes everything in advance: the games, behaviour policies of known,
+mediocre quality (the RAM-reading controllers of ``data_prep.scripted`` mixed with random
+actions), the methods over the same data and budget (behaviour cloning, DQN-style offline
+Q-learning without a regularizer, CQL, CQL + DR3, IQL), the seeds, multi-game against
+single-game runs, and fine-tuning a network pretrained on the other games against training from
+scratch on a small dataset of a held-out game.
+
+The suite is a list of jobs with ids such as ``data/main``, ``multi/cql_dr3/seed1`` or
+``finetune/scratch/seed2``. Each finished job leaves one small JSON file in the results folder
+(its evaluation, its learning curves, wall time, the commit); a job whose file exists is not run
+again, so the suite is resumable and runs in pieces (``--only 'multi/*'``). Training runs and
+datasets live in the work folder; a run interrupted midway resumes from its last checkpoint.
+``docs/RESULTS.md`` and its plots are written from the results folder alone (``--report-only``
+rewrites them without running anything).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from scaled_ql.config import ExperimentConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    values: bool = True
+    """Whether it learns values (Q or V) to set beside its returns ("what it thinks it gets")."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Everything a benchmark run fixes in advance. Overrides are ``key=value`` config strings
+    applied on top of ``base`` (a YAML file in ``configs/``)."""
+
+    name: str
+    base: str
+    games: tuple[str, ...]
+    common: tuple[str, ...]
+    """Overrides of every run and dataset (model, training budget, evaluation, preprocessing)."""
+    data: tuple[str, ...]
+    """Overrides of the main dataset (``prep.*``)."""
+    methods: tuple[Method, ...]
+    seeds: tuple[int, ...]
+    single_game: str
+    single_methods: tuple[str, ...]
+    finetune_game: str
+    finetune_data: tuple[str, ...]
+    pretrain_method: str
+    finetune: tuple[str, ...]
+    """Overrides of the fine-tuning and from-scratch runs (budget, batch)."""
+    behaviour_episodes: int = 10
+    notes: str = ""
+
+
+_METHODS = (
+    Method("bc", "BC", ("loss.algorithm=bc",), values=False),
+    Method("dqn", "DQN (no regularizer)", ("loss.cql_alpha=0", "loss.dr3_coef=0")),
+    Method("cql", "CQL", ("loss.cql_alpha=1.0", "loss.dr3_coef=0")),
+    Method("cql_dr3", "CQL + DR3", ("loss.cql_alpha=1.0", "loss.dr3_coef=0.03")),
+    Method("iql", "IQL", ("loss.algorithm=iql", "loss.dr3_coef=0", "loss.iql_expectile=0.7", "loss.iql_beta=3.0")),
+)
+
+SUITES: dict[str, Suite] = {
+    "cpu-small": Suite(
+        name="cpu-small",
+        base="tiny.yaml",
+        games=("Pong", "Breakout", "Freeway"),
+        common=("train.batch_size=48", "train.steps=8000", "train.lr=1e-4", "train.target_update_period=1000",
+                "train.eval_every=2000", "train.checkpoint_every=2000", "train.log_every=100", "train.threads=2",
+                "eval.episodes=10", "eval.num_envs=10", "eval.max_episode_steps=2000",
+                "data.n_step=3", "data.gamma=0.99", "model.backbone=nature", "model.value=scalar"),
+        data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=50000", "prep.num_envs=8",
+              "prep.max_episode_steps=2000"),
+        methods=_METHODS,
+        seeds=(1, 2, 3),
+        single_game="Breakout",
+        single_methods=("cql_dr3", "bc"),
+        finetune_game="Pong",
+        finetune_data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=10000", "prep.num_envs=8",
+                       "prep.max_episode_steps=2000", "seed=100"),
+        pretrain_method="cql_dr3",
+        finetune=("train.batch_size=16", "train.steps=3000", "train.eval_every=1000", "train.checkpoint_every=1000"),
+        notes="Settings fixed before the first run (no tuning): the tiny demo's network and optimizer, CQL's "
+              "alpha = 1.0, DR3 0.03 (Dopamine's offline DR3 agent), IQL's expectile 0.7 and beta 3 (the IQL "
+              "paper's locomotion values).",
+    ),
+    "smoke": Suite(  # the test suite's: every job kind on a budget of seconds
+        name="smoke",
+        base="tiny.yaml",
+        games=("Breakout", "Freeway"),
+        common=("train.batch_size=4", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2",
+                "train.log_every=1", "train.target_update_period=2", "train.threads=1", "eval.episodes=2",
+                "eval.num_envs=2", "eval.max_episode_steps=20", "eval.bootstrap_samples=50", "model.feature_dim=16"),
+        data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=120", "prep.num_envs=2",
+              "prep.max_episode_steps=40"),
+        methods=(_METHODS[0], _METHODS[3]),
+        seeds=(1, 2),
+        single_game="Breakout",
+        single_methods=("cql_dr3",),
+        finetune_game="Freeway",
+        finetune_data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=60", "prep.num_envs=2",
+                       "prep.max_episode_steps=40", "seed=100"),
+        pretrain_method="cql_dr3",
+        finetune=("train.batch_size=2", "train.steps=4"),
+        behaviour_episodes=2,
+    ),
+}
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    run: Callable[[], dict[str, Any]]
+    needs: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class LearningBenchmark:
+    """The jobs of one suite, their results folder and the report."""
+
+    def __init__(self, suite: str | Suite, work: str | Path, results: str | Path, seeds: tuple[int, ...] | None = None,
+                 progress: bool = False) -> None:
+        if isinstance(suite, str):
+            if suite not in SUITES:
+                raise ValueError(f"bench learning --suite: unknown suite '{suite}'; valid: {', '.join(SUITES)}")
+            suite = SUITES[suite]
+        self.suite = suite
+        self.seeds = tuple(seeds) if seeds else suite.seeds
+        self.work, self.results = Path(work), Path(results)
+        self.progress = progress
+        self.methods = {m.name: m for m in suite.methods}
+        self.jobs = self._jobs()
+
+    # ------------------------------------------------------------------------------ jobs
+
+    def config(self, *overrides: str) -> ExperimentConfig:
+        games = f"games=[{', '.join(self.suite.games)}]"
+        return load_config(CONFIGS / self.suite.base, [games, *self.suite.common, f"runs_dir={self.work / 'runs'}", *overrides])
+
+    def _jobs(self) -> list[Job]:
+        s = self.suite
+        games = list(s.games)
+        others = [g for g in games if g != s.finetune_game]
+        main, small = self.work / "data" / "main", self.work / "data" / f"finetune-{s.finetune_game}"
+        jobs = [
+            Job("data/main", "data", lambda: self._data(games, main, s.data)),
+            Job(f"data/finetune-{s.finetune_game}", "data", lambda: self._data([s.finetune_game], small, s.finetune_data)),
+        ]
+        for method in s.methods:
+            for seed in self.seeds:
+                jobs.append(Job(f"multi/{method.name}/seed{seed}", "multi", self._train_fn(
+                    f"multi-{method.name}-seed{seed}", games, main, method, seed), ("data/main",),
+                    {"method": method.name, "seed": seed, "games": games}))
+        for name in s.single_methods:
+            for seed in self.seeds:
+                jobs.append(Job(f"single/{s.single_game}/{name}/seed{seed}", "single", self._train_fn(
+                    f"single-{s.single_game}-{name}-seed{seed}", [s.single_game], main, self.methods[name], seed,
+                    ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}")),
+                    ("data/main",), {"method": name, "seed": seed, "games": [s.single_game]}))
+        pre = self.methods[s.pretrain_method]
+        jobs.append(Job(f"pretrain/{'-'.join(others)}", "pretrain", self._train_fn(
+            f"pretrain-{'-'.join(others)}", others, main, pre, self.seeds[0],
+            ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch() * len(others)}")),
+            ("data/main",), {"method": pre.name, "seed": self.seeds[0], "games": others}))
+        for seed in self.seeds:
+            for start in ("pretrained", "scratch"):
+                jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
+                                (f"data/finetune-{s.finetune_game}",) + ((f"pretrain/{'-'.join(others)}",) if start == "pretrained" else ()),
+                                {"method": pre.name, "seed": seed, "start": start, "games": [s.finetune_game]}))
+        return jobs
+
+    def _per_game_batch(self) -> int:
+        return self.config().train.batch_size // len(self.suite.games)
+
+    def _data(self, games: list[str], out: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
+        from data_prep.rollout import collect_dataset
+        from data_prep.scripted import evaluate_scripted
+        from scaled_ql.data.format import METADATA_FILE, read_metadata
+
+        cfg = self.config(f"games=[{', '.join(games)}]", *overrides)
+        if not (out / METADATA_FILE).is_file():
+            collect_dataset(cfg, out, progress=self.progress, overwrite=out.exists())
+        meta = read_metadata(out)
+        behaviour = {g: evaluate_scripted(g, cfg.prep.epsilon, cfg.env, cfg.eval, episodes=self.suite.behaviour_episodes,
+                                          seed=cfg.seed + 7, discount=(cfg.data.gamma, cfg.data.reward_clip))
+                     for g in games}
+        return {"path": str(out), "games": meta.games, "collection": meta.collection, "behaviour": behaviour}
+
+    def _train_fn(self, name: str, games: list[str], data: Path, method: Method, seed: int,
+                  extra: tuple[str, ...] = ()) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            cfg = self.config(f"games=[{', '.join(games)}]", f"data.path={data}", f"name={name}", f"seed={seed}",
+                              *method.overrides, *extra)
+            return self._train(cfg)
+
+        return run
+
+    def _finetune_fn(self, start: str, seed: int, data: Path, others: list[str]) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            s = self.suite
+            method = self.methods[s.pretrain_method]
+            common = (f"seed={seed}", *method.overrides, *s.finetune)
+            if start == "pretrained":
+                from scaled_ql.train.finetune import finetune_config
+
+                # The pretrained run's own config is the base (its model, optimizer, evaluation).
+                init = self.work / "runs" / f"pretrain-{'-'.join(others)}"
+                cfg = finetune_config(init, [s.finetune_game], data, overrides=(
+                    f"name=finetune-pretrained-seed{seed}", f"runs_dir={self.work / 'runs'}", *common))
+            else:
+                cfg = self.config(f"games=[{s.finetune_game}]", f"data.path={data}", f"name=finetune-scratch-seed{seed}", *common)
+            return self._train(cfg)
+
+        return run
+
+    def _train(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        from scaled_ql.eval.compare import read_scalars
+        from scaled_ql.train.checkpoint import latest_checkpoint
+        from scaled_ql.train.trainer import pretrain
+
+        resume = latest_checkpoint(cfg.run_dir) is not None
+        result = pretrain(cfg, resume=resume, progress=self.progress)
+        if result.eval_results is None:  # resumed after the last step: the final evaluation is on disk
+            result.eval_results = json.loads((result.run_dir / "eval" / "final" / "eval.json").read_text())
+        scalars = read_scalars(result.run_dir)
+        keep = ("eval_return/", "eval_q_start/", "eval_discounted_return/", "q/data", "q/pi", "loss/td")
+        curves = {tag: _thin(points) for tag, points in scalars.items() if tag.startswith(keep)}
+        final = {g: {k: r.get(k) for k in ("mean", "std", "episodes", "returns", "human_normalized", "q_start",
+                                           "discounted_mean", "truncated_episodes")}
+                 for g, r in result.eval_results["games"].items()}
+        return {"run_dir": str(result.run_dir), "updates": result.step, "final": final, "curves": curves,
+                "config": json.loads(cfg.to_json())}
+
+    # ------------------------------------------------------------------------------ running
+
+    def select(self, only: tuple[str, ...] = ()) -> list[Job]:
+        """The jobs matching any of ``only`` (shell patterns on job ids; all when empty) and
+        the jobs they need, in suite order."""
+        by_id = {j.id: j for j in self.jobs}
+        chosen = {j.id for j in self.jobs if not only or any(fnmatch.fnmatchcase(j.id, p) for p in only)}
+        if only and not chosen:
+            raise ValueError(f"bench learning --only {' '.join(only)}: matches no job; jobs: {', '.join(by_id)}")
+        stack = list(chosen)
+        while stack:
+            for need in by_id[stack.pop()].needs:
+                if need not in chosen:
+                    chosen.add(need)
+                    stack.append(need)
+        return [j for j in self.jobs if j.id in chosen]
+
+    def result_path(self, job_id: str) -> Path:
+        return self.results / (job_id.replace("/", "__") + ".json")
+
+    def run(self, only: tuple[str, ...] = (), log: Callable[[str], None] = print) -> list[str]:
+        """Run the selected jobs that have no result yet; returns the ids that ran."""
+        self.results.mkdir(parents=True, exist_ok=True)
+        ran = []
+        for job in self.select(only):
+            path = self.result_path(job.id)
+            if path.is_file():
+                continue
+            log(f"[bench learning] {job.id} ...")
+            start = time.time()
+            out = job.run()
+            wall = time.time() - start
+            record = {"id": job.id, "kind": job.kind, **job.info, **out, "wall_s": round(wall, 1),
+                      "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                      "machine": machine()}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, path)
+            log(f"[bench learning] {job.id} done in {wall:.0f} s")
+            ran.append(job.id)
+        return ran
+
+    def load_results(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for job in self.jobs:
+            path = self.result_path(job.id)
+            if path.is_file():
+                out[job.id] = json.loads(path.read_text())
+        return out
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _thin(points: list[tuple[int, float]], keep: int = 60) -> list[list[float]]:
+    """At most ``keep`` points, evenly spaced, always the last."""
+    if len(points) > keep:
+        idx = np.unique(np.linspace(0, len(points) - 1, keep).round().astype(int))
+        points = [points[i] for i in idx]
+    return [[int(s), float(v)] for s, v in points]
+
+
+def git_commit() -> str:
+    """The checked-out commit, with ``+dirty`` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"

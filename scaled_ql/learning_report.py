@@ -1,0 +1,297 @@
+"""``docs/RESULTS.md`` and its plots, written from the results folder of ``scaled-ql bench learning``.
+
+Nothing here runs a job or edits a number: every table cell and every plot comes from the JSON
+files the jobs left (:class:`scaled_ql.learning_bench.LearningBenchmark`). Uncertainty is
+reported two ways: the standard error over seeds (of each seed's mean evaluation return; what
+another seed would change) and the standard error over all evaluation episodes pooled; the IQM of
+human-normalized scores carries a stratified-bootstrap 95% interval over seeds (rliable's
+definition, ``scaled_ql.eval.scores``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
+from scaled_ql.games import human_normalized_score
+
+
+def _se(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def summarize(records: list[dict[str, Any]], game: str) -> dict[str, Any] | None:
+    """One method's evaluation of ``game`` over its seeds: means, standard errors, HNS."""
+    per_seed = [r["final"][game] for r in records if game in r.get("final", {})]
+    if not per_seed:
+        return None
+    means = [p["mean"] for p in per_seed]
+    episodes = [x for p in per_seed for x in p["returns"]]
+    mean = float(np.mean(means))
+    return {"mean": mean, "se_seeds": _se(means), "se_episodes": _se(episodes), "seeds": len(means),
+            "per_seed": means, "hns": human_normalized_score(game, mean),
+            "q_start": [p.get("q_start") for p in per_seed], "discounted": [p.get("discounted_mean") for p in per_seed]}
+
+
+def verdict(method: dict[str, Any], behaviour: dict[str, Any]) -> str:
+    """Better / worse than the behaviour policy when the gap exceeds twice the combined standard
+    error (seeds for the method, episodes for the behaviour policy), else within noise."""
+    se_m = method["se_seeds"] if not math.isnan(method["se_seeds"]) else method["se_episodes"]
+    se_b = behaviour["std"] / math.sqrt(max(behaviour["episodes"], 1))
+    gap, noise = method["mean"] - behaviour["mean"], 2 * math.hypot(se_m, se_b)
+    if math.isnan(noise):
+        return "n/a"
+    return "**better**" if gap > noise else ("worse" if gap < -noise else "within noise")
+
+
+def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) -> Path:
+    """Write the report of ``bench`` (a ``LearningBenchmark``) to ``out`` and its PNGs to
+    ``plots_dir`` (default: the results folder), linked relative to ``out``."""
+    suite, results = bench.suite, bench.load_results()
+    out = Path(out)
+    plots = Path(plots_dir) if plots_dir is not None else bench.results
+    plots.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
+    games = list(suite.games)
+    data = results.get("data/main")
+    behaviour = data["behaviour"] if data else {}
+    by_method: dict[str, list[dict[str, Any]]] = {m.name: [] for m in suite.methods}
+    for r in results.values():
+        if r["kind"] == "multi":
+            by_method[r["method"]].append(r)
+    missing = [j.id for j in bench.jobs if j.id not in results]
+    walls = [r.get("wall_s", 0.0) for r in results.values()]
+    commits = sorted({r.get("commit", "unknown") for r in results.values()})
+    machines = sorted({r.get("machine", "?") for r in results.values()})
+
+    lines = [
+        f"# Learning results: suite `{suite.name}`",
+        "",
+        f"Produced by `scaled-ql bench learning --suite {suite.name}` from the job results in "
+        f"`{rel(bench.results)}/`; do not edit by hand (rerun with `--report-only`).",
+        "",
+        f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; jobs finished: {len(results)} of {len(bench.jobs)}"
+        + (f" (missing: {', '.join(missing)})" if missing else ""),
+        f"- Commit(s) the jobs ran at: {', '.join(f'`{c}`' for c in commits) or 'none'}",
+        f"- Machine: {'; '.join(machines) or '?'}",
+        f"- Wall time of the finished jobs: {sum(walls) / 3600:.2f} h",
+        "",
+        "## Setup",
+        "",
+    ]
+    lines += _setup_lines(bench, data)
+    if suite.notes:
+        lines += ["", suite.notes]
+
+    lines += ["", "## Returns per game (multi-game runs: one network, a head per game)", "",
+              "Return: mean over seeds of each seed's mean evaluation return, +/- the standard error over seeds; "
+              "in brackets the standard error over all evaluation episodes pooled. HNS: human-normalized score of "
+              "the mean. Versus behaviour: better or worse when the gap exceeds twice the combined standard error.", ""]
+    summaries: dict[str, dict[str, Any]] = {}
+    for game in games:
+        b = behaviour.get(game)
+        lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
+        if b:
+            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {_fmt(b['mean'])} +/- {_fmt(b['std'] / math.sqrt(b['episodes']))} "
+                         f"| | {b['episodes']} episodes | {_fmt(b['human_normalized'], 3)} | |")
+        for m in suite.methods:
+            sm = summarize(by_method[m.name], game)
+            if sm is None:
+                lines.append(f"| {m.label} | not run | | | | |")
+                continue
+            summaries[f"{m.name}/{game}"] = sm
+            lines.append(f"| {m.label} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) | {sm['seeds']} "
+                         f"| {_fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
+        if game == suite.single_game:
+            for name in suite.single_methods:
+                runs = [r for r in results.values() if r["kind"] == "single" and r["method"] == name]
+                sm = summarize(runs, game)
+                label = f"{bench.methods[name].label}, single-game run"
+                if sm is None:
+                    lines.append(f"| {label} | not run | | | | |")
+                else:
+                    lines.append(f"| {label} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) "
+                                 f"| {sm['seeds']} | {_fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
+        lines.append("")
+
+    lines += ["## Aggregate over games", "", "IQM of human-normalized scores over (seed, game) pairs, with a stratified-bootstrap "
+              "95% interval resampling seeds within each game (2,000 replicates).", "",
+              "| method | IQM HNS | 95% CI | mean HNS | beats behaviour on |", "|---|---:|---|---:|---|"]
+    for m in suite.methods:
+        matrix = _hns_matrix(by_method[m.name], games)
+        if matrix is None:
+            lines.append(f"| {m.label} | not run | | | |")
+            continue
+        lo, hi = stratified_bootstrap_ci(matrix, iqm, reps=2000, seed=0)
+        wins = [g for g in games if f"{m.name}/{g}" in summaries and g in behaviour
+                and verdict(summaries[f"{m.name}/{g}"], behaviour[g]) == "**better**"]
+        lines.append(f"| {m.label} | {_fmt(float(iqm(matrix)), 3)} | [{_fmt(lo, 3)}, {_fmt(hi, 3)}] | {_fmt(float(matrix.mean()), 3)} "
+                     f"| {', '.join(wins) or 'none'} ({len(wins)} of {len(games)}) |")
+    if behaviour:
+        bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
+        lines.append(f"| behaviour | {_fmt(float(iqm(bm)), 3)} | | {_fmt(float(bm.mean()), 3)} | |")
+
+    lines += ["", *_finetune_lines(bench, results), ""]
+    lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
+    notes = bench.results / "NOTES.md"
+    if notes.is_file():
+        lines += ["", "## Authors' reading of these numbers", "", f"(From `{rel(notes)}`, written by hand after the runs.)", "",
+                  notes.read_text().strip()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _setup_lines(bench, data: dict[str, Any] | None) -> list[str]:
+    suite = bench.suite
+    cfg = bench.config(f"games=[{', '.join(suite.games)}]", *suite.data)
+    lines = [
+        f"- Games: {', '.join(suite.games)}. Behaviour policy: the RAM-reading controller of `data_prep/scripted.py` "
+        f"with a uniformly random action with probability {cfg.prep.epsilon}; {cfg.prep.steps_per_game:,} agent steps per "
+        f"game, episodes cut at {cfg.prep.max_episode_steps} agent steps (`scaled-ql prep` with "
+        f"`{' '.join(suite.data)}`).",
+        f"- Protocol: ALE v5, sticky actions {cfg.env.sticky_action_prob}, frameskip {cfg.env.frameskip}, 84x84 grayscale, "
+        f"4-frame stacks; evaluation {cfg.eval.episodes} episodes per game and seed, epsilon {cfg.eval.epsilon}, cut at "
+        f"{cfg.eval.max_episode_steps} agent steps (the behaviour policy is measured the same way).",
+        f"- Network and budget (every method): {cfg.model.backbone} backbone, {cfg.train.steps:,} updates of batch "
+        f"{cfg.train.batch_size} ({cfg.train.batch_size // len(suite.games)} per game), lr {cfg.train.lr}, "
+        f"{cfg.data.n_step}-step returns, gamma {cfg.data.gamma}, target update every {cfg.train.target_update_period}. "
+        f"Seeds {', '.join(map(str, bench.seeds))}.",
+        "- Methods: " + "; ".join(f"{m.label} (`{' '.join(m.overrides)}`)" for m in suite.methods) + ".",
+        f"- Single-game runs: {suite.single_game} alone, same per-game batch and number of updates.",
+    ]
+    if data:
+        stats = "; ".join(f"{g}: {v['episodes']} episodes, return {v.get('return_mean', float('nan')):.1f} "
+                          f"+/- {v.get('return_std', float('nan')):.1f}" for g, v in data["games"].items())
+        lines.append(f"- The dataset's own episodes (from its card): {stats}.")
+    return lines
+
+
+def _hns_matrix(records: list[dict[str, Any]], games: list[str]) -> np.ndarray | None:
+    rows = [[human_normalized_score(g, r["final"][g]["mean"]) for g in games] for r in records
+            if all(g in r.get("final", {}) for g in games)]
+    return np.array(rows, dtype=float) if rows else None
+
+
+def _finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+    suite = bench.suite
+    game = suite.finetune_game
+    others = [g for g in suite.games if g != game]
+    lines = [f"## Fine-tuning to a held-out game: {game}", "",
+             f"A {bench.methods[suite.pretrain_method].label} network pretrained on {', '.join(others)} (the multi-game "
+             f"budget, seed {bench.seeds[0]}) fine-tuned on a small {game} dataset (`{' '.join(suite.finetune_data)}`), "
+             f"against the same network trained from scratch on the same data and budget (`{' '.join(suite.finetune)}`).", "",
+             "| start | return | (SE episodes) | per seed | HNS |", "|---|---:|---:|---|---:|"]
+    small = results.get(f"data/finetune-{game}")
+    if small and game in small.get("behaviour", {}):
+        b = small["behaviour"][game]
+        lines.append(f"| behaviour (the small dataset's policy) | {_fmt(b['mean'])} | | {b['episodes']} episodes | {_fmt(b['human_normalized'], 3)} |")
+    for start in ("pretrained", "scratch"):
+        runs = [r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start]
+        sm = summarize(runs, game)
+        if sm is None:
+            lines.append(f"| {start} | not run | | | |")
+        else:
+            lines.append(f"| {start} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) "
+                         f"| {', '.join(_fmt(x) for x in sm['per_seed'])} | {_fmt(sm['hns'], 3)} |")
+    return lines
+
+
+def _curve(records: list[dict[str, Any]], tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean and standard error over runs of a logged series, on the steps all runs share."""
+    series = [dict(map(tuple, r["curves"][tag])) for r in records if tag in r.get("curves", {})]
+    if not series:
+        return None
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    if not steps:
+        return None
+    values = np.array([[s[k] for k in steps] for s in series])
+    se = values.std(0, ddof=1) / math.sqrt(len(series)) if len(series) > 1 else np.zeros(len(steps))
+    return np.array(steps), values.mean(0), se
+
+
+def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[str]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    suite, games = bench.suite, list(bench.suite.games)
+    colors = {m.name: f"C{i}" for i, m in enumerate(suite.methods)}
+    lines = ["## Plots", ""]
+
+    fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, game in enumerate(games):
+        ax = fig.add_subplot(1, len(games), i + 1)
+        for m in suite.methods:
+            c = _curve(by_method[m.name], f"eval_return/{game}")
+            if c is not None:
+                ax.plot(c[0], c[1], color=colors[m.name], label=m.label)
+                ax.fill_between(c[0], c[1] - c[2], c[1] + c[2], color=colors[m.name], alpha=0.15)
+        if game in behaviour:
+            ax.axhline(behaviour[game]["mean"], color="k", linestyle=":", label="behaviour")
+        ax.set_title(game)
+        ax.set_xlabel("update")
+        ax.set_ylabel("evaluation return")
+    if fig.axes[0].get_legend_handles_labels()[0]:
+        fig.axes[0].legend(fontsize=7)
+    path = plots / "curves.png"
+    fig.savefig(path, dpi=90)
+    lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).", "",
+              f"![learning curves]({rel(path)})", ""]
+
+    fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, game in enumerate(games):
+        ax = fig.add_subplot(1, len(games), i + 1)
+        for m in suite.methods:
+            if not m.values:
+                continue
+            q = _curve(by_method[m.name], f"eval_q_start/{game}")
+            g = _curve(by_method[m.name], f"eval_discounted_return/{game}")
+            if q is not None:
+                ax.plot(q[0], q[1], color=colors[m.name], label=f"{m.label}: thinks")
+            if g is not None:
+                ax.plot(g[0], g[1], color=colors[m.name], linestyle="--", label=f"{m.label}: gets")
+        if game in behaviour and behaviour[game].get("discounted_mean") is not None:
+            ax.axhline(behaviour[game]["discounted_mean"], color="k", linestyle=":", label="behaviour gets")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(game)
+        ax.set_xlabel("update")
+        ax.set_ylabel("discounted return of clipped rewards")
+    if fig.axes[0].get_legend_handles_labels()[0]:
+        fig.axes[0].legend(fontsize=6)
+    path = plots / "values.png"
+    fig.savefig(path, dpi=90)
+    lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
+              "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
+              "rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
+              "Over-estimation shows as solid far above dashed.", "", f"![values]({rel(path)})", ""]
+
+    game = suite.finetune_game
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, start in enumerate(("pretrained", "scratch")):
+        c = _curve([r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start], f"eval_return/{game}")
+        if c is not None:
+            ax.plot(c[0], c[1], color=f"C{i}", label=start)
+            ax.fill_between(c[0], c[1] - c[2], c[1] + c[2], color=f"C{i}", alpha=0.15)
+    ax.set_title(f"fine-tuning on {game}")
+    ax.set_xlabel("update")
+    ax.set_ylabel("evaluation return")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    path = plots / "finetune.png"
+    fig.savefig(path, dpi=90)
+    lines += [f"Fine-tuning on {game}: pretrained against scratch, mean over seeds +/- SE.", "", f"![fine-tuning]({rel(path)})"]
+    return lines

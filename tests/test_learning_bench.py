@@ -1,0 +1,75 @@
+"""`scaled-ql bench learning`: the smoke suite runs every job kind for real (scripted data in
+ALE, training, evaluation, fine-tuning), is resumable job by job, and writes the report from the
+results alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaled_ql.cli import main
+from scaled_ql.learning_bench import SUITES, LearningBenchmark
+
+
+def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
+    work, results, out = tmp_path / "work", tmp_path / "results", tmp_path / "docs" / "RESULTS.md"
+    args = ["bench", "learning", "--suite", "smoke", "--work", str(work), "--results", str(results), "--out", str(out)]
+
+    # A piece first: one multi-game job pulls in the dataset it needs, nothing else.
+    assert main([*args, "--only", "multi/bc/seed1"]) == 0
+    assert sorted(p.name for p in results.glob("*.json")) == ["data__main.json", "multi__bc__seed1.json"]
+    record = json.loads((results / "multi__bc__seed1.json").read_text())
+    assert record["updates"] == 4 and set(record["final"]) == {"Breakout", "Freeway"}
+    assert record["commit"] and record["wall_s"] >= 0 and "eval_return/Breakout" in record["curves"]
+    data = json.loads((results / "data__main.json").read_text())
+    assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
+    report = out.read_text()
+    assert "jobs finished: 2 of 13" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
+
+    # The rest: finished jobs are not run again (their files keep their timestamps).
+    before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (results / "multi__bc__seed1.json").stat().st_mtime_ns == before
+    bench = LearningBenchmark("smoke", work, results)
+    assert set(bench.load_results()) == {j.id for j in bench.jobs}
+    pretrained = json.loads((results / "finetune__pretrained__seed1.json").read_text())
+    assert pretrained["config"]["finetune"]["init"].endswith("pretrain-Breakout")
+    assert json.loads((results / "finetune__scratch__seed1.json").read_text())["config"]["finetune"]["init"] == ""
+    single = json.loads((results / "single__Breakout__cql_dr3__seed1.json").read_text())
+    assert single["config"]["games"] == ["Breakout"] and single["config"]["train"]["batch_size"] == 2
+
+    report = out.read_text()
+    assert "jobs finished: 13 of 13" in report and "not run" not in report
+    for heading in ("### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
+        assert heading in report
+    assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
+    for png in ("curves.png", "values.png", "finetune.png"):
+        assert (results / png).stat().st_size > 1000 and f"(../results/{png})" in report
+
+    # --report-only rewrites the report without running; --list shows every job as done.
+    out.unlink()
+    assert main([*args, "--report-only"]) == 0 and out.is_file()
+    capsys.readouterr()
+    assert main([*args, "--list"]) == 0
+    assert capsys.readouterr().out.count("done  ") == 13
+
+
+def test_bad_requests_name_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown suite 'big'.*cpu-small"):
+        LearningBenchmark("big", tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="matches no job"):
+        LearningBenchmark("smoke", tmp_path, tmp_path).select(("nothing/*",))
+    assert main(["bench", "learning", "--suite", "smoke", "train.steps=3"]) == 2
+    assert "a suite fixes its settings" in capsys.readouterr().err
+
+
+def test_cpu_small_suite_is_the_issue_protocol():
+    suite = SUITES["cpu-small"]
+    assert len(suite.games) >= 3 and len(suite.seeds) >= 3
+    assert {m.name for m in suite.methods} == {"bc", "dqn", "cql", "cql_dr3", "iql"}
+    assert suite.finetune_game in suite.games and suite.single_game in suite.games
+    bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
+    assert len(bench.jobs) == 2 + 5 * 3 + 2 * 3 + 1 + 2 * 3
+    cfg = bench.config()
+    assert cfg.train.batch_size % len(suite.games) == 0 and cfg.games == list(suite.games)
