@@ -164,26 +164,26 @@ class LearningBenchmark:
             Job("data/main", "data", lambda: self._data(games, main, s.data)),
             Job(f"data/finetune-{s.finetune_game}", "data", lambda: self._data([s.finetune_game], small, s.finetune_data)),
         ]
-        for method in s.methods:
-            for seed in self.seeds:
+        pre = self.methods[s.pretrain_method]
+        pretrain_id = f"pretrain/{'-'.join(others)}"
+        jobs.append(Job(pretrain_id, "pretrain", self._train_fn(
+            f"pretrain-{'-'.join(others)}", others, main, pre, self.seeds[0],
+            ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch() * len(others)}")),
+            ("data/main",), {"method": pre.name, "seed": self.seeds[0], "games": others}))
+        # Seed by seed, so a partial run already compares every method.
+        for seed in self.seeds:
+            for method in s.methods:
                 jobs.append(Job(f"multi/{method.name}/seed{seed}", "multi", self._train_fn(
                     f"multi-{method.name}-seed{seed}", games, main, method, seed), ("data/main",),
                     {"method": method.name, "seed": seed, "games": games}))
-        for name in s.single_methods:
-            for seed in self.seeds:
+            for name in s.single_methods:
                 jobs.append(Job(f"single/{s.single_game}/{name}/seed{seed}", "single", self._train_fn(
                     f"single-{s.single_game}-{name}-seed{seed}", [s.single_game], main, self.methods[name], seed,
                     ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}")),
                     ("data/main",), {"method": name, "seed": seed, "games": [s.single_game]}))
-        pre = self.methods[s.pretrain_method]
-        jobs.append(Job(f"pretrain/{'-'.join(others)}", "pretrain", self._train_fn(
-            f"pretrain-{'-'.join(others)}", others, main, pre, self.seeds[0],
-            ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch() * len(others)}")),
-            ("data/main",), {"method": pre.name, "seed": self.seeds[0], "games": others}))
-        for seed in self.seeds:
             for start in ("pretrained", "scratch"):
                 jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
-                                (f"data/finetune-{s.finetune_game}",) + ((f"pretrain/{'-'.join(others)}",) if start == "pretrained" else ()),
+                                (f"data/finetune-{s.finetune_game}",) + ((pretrain_id,) if start == "pretrained" else ()),
                                 {"method": pre.name, "seed": seed, "start": start, "games": [s.finetune_game]}))
         return jobs
 
