@@ -146,6 +146,7 @@ class LearningBenchmark:
         self.seeds = tuple(seeds) if seeds else suite.seeds
         self.work, self.results = Path(work), Path(results)
         self.progress = progress
+        self.commit = git_commit()  # the code this process runs (HEAD may move while it works)
         self.methods = {m.name: m for m in suite.methods}
         self.jobs = self._jobs()
 
@@ -282,7 +283,7 @@ class LearningBenchmark:
             out = job.run()
             wall = time.time() - start
             record = {"id": job.id, "kind": job.kind, **job.info, **out, "wall_s": round(wall, 1),
-                      "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                      "commit": self.commit, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                       "machine": machine()}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=1))

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-DEFAULT_TAGS = ("eval_return/*", "eval_q_start/*", "q/data", "q/pi", "loss/td", "holdout/td", "online/return")
+DEFAULT_TAGS = ("eval_return/*", "eval_q_start/*", "eval_discounted_return/*", "q/data", "q/pi", "loss/td", "holdout/td", "online/return")
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -265,7 +265,8 @@ def _plot_curves(run_dir: Path) -> None:
 
     try:
         compare_runs([run_dir], run_dir / "curves.png",
-                     ("eval_return/*", "eval_q_start/*", "q/data", "q/pi", "online/return", "holdout/td"))
+                     ("eval_return/*", "eval_q_start/*", "eval_discounted_return/*", "q/data", "q/pi", "online/return",
+                      "holdout/td"))
     except ValueError:  # nothing logged yet (a run shorter than one log period)
         pass
 
