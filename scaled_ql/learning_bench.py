@@ -22,6 +22,7 @@ import fnmatch
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -238,6 +239,8 @@ class LearningBenchmark:
         from scaled_ql.train.trainer import pretrain
 
         resume = latest_checkpoint(cfg.run_dir) is not None
+        if not resume and cfg.run_dir.exists():  # killed before its first checkpoint: start clean (no stale events)
+            shutil.rmtree(cfg.run_dir)
         result = pretrain(cfg, resume=resume, progress=self.progress)
         if result.eval_results is None:  # resumed after the last step: the final evaluation is on disk
             result.eval_results = json.loads((result.run_dir / "eval" / "final" / "eval.json").read_text())
