@@ -251,7 +251,7 @@ class LearningBenchmark:
                                            "discounted_mean", "truncated_episodes")}
                  for g, r in result.eval_results["games"].items()}
         return {"run_dir": str(result.run_dir), "updates": result.step, "final": final, "curves": curves,
-                "config": json.loads(cfg.to_json())}
+                "policy": greedy_action_summary(result.checkpoint, cfg), "config": json.loads(cfg.to_json())}
 
     # ------------------------------------------------------------------------------ running
 
@@ -305,6 +305,33 @@ class LearningBenchmark:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def greedy_action_summary(checkpoint: str | Path, cfg: ExperimentConfig, states_per_game: int = 256) -> dict[str, Any]:
+    """What the trained greedy policy does on the data's own states: per game, how often it picks
+    each action (``counts``, index = the game's action), the share of its most frequent action
+    (``top_share``: near 1 means it ignores the state) and how often it picks the data's action
+    (``agreement``), on ``states_per_game`` states drawn from the training data (seed 0)."""
+    import torch
+
+    from scaled_ql.data.sampler import Sampler
+    from scaled_ql.data.store import ReplayStore
+    from scaled_ql.eval.run import load_model
+
+    model, _ = load_model(checkpoint)
+    model.eval()
+    store = ReplayStore(cfg.data.path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
+    sampler = Sampler(store, states_per_game * len(cfg.games), n_step=cfg.data.n_step, gamma=cfg.data.gamma, seed=0)
+    batch = sampler.sample().to_torch("cpu")
+    with torch.no_grad():
+        actions = model.greedy_actions(batch.obs, batch.game).numpy()
+    out = {}
+    for g, game in enumerate(cfg.games):
+        mine = actions[batch.game.numpy() == g]
+        counts = np.bincount(mine, minlength=model.action_counts[g])
+        out[game] = {"counts": counts.tolist(), "top_share": float(counts.max() / counts.sum()),
+                     "agreement": float((mine == batch.action.numpy()[batch.game.numpy() == g]).mean())}
+    return out
 
 
 def _thin(points: list[tuple[int, float]], keep: int = 60) -> list[list[float]]:

@@ -141,6 +141,7 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
         lines.append(f"| behaviour | {_fmt(float(iqm(bm)), 3)} | | {_fmt(float(bm.mean()), 3)} | |")
 
+    lines += ["", *_policy_lines(suite, games, by_method), ""]
     lines += ["", *_finetune_lines(bench, results), ""]
     lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
     notes = bench.results / "NOTES.md"
@@ -181,6 +182,26 @@ def _hns_matrix(records: list[dict[str, Any]], games: list[str]) -> np.ndarray |
     rows = [[human_normalized_score(g, r["final"][g]["mean"]) for g in games] for r in records
             if all(g in r.get("final", {}) for g in games)]
     return np.array(rows, dtype=float) if rows else None
+
+
+def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """How state-dependent each method's greedy policy is, on the data's own states."""
+    lines = ["## What the greedy policies do on the data's states", "",
+             "Share of the most frequent greedy action over 256 training states per game (1.00: the same action "
+             "everywhere, the policy ignores the screen), and in brackets how often it is the data's action; mean "
+             "over seeds.", "", "| method | " + " | ".join(games) + " |", "|---|" + "---:|" * len(games)]
+    for m in suite.methods:
+        runs = [r for r in by_method[m.name] if "policy" in r]
+        if not runs:
+            lines.append(f"| {m.label} | " + " | ".join("n/a" for _ in games) + " |")
+            continue
+        cells = []
+        for g in games:
+            top = np.mean([r["policy"][g]["top_share"] for r in runs])
+            agree = np.mean([r["policy"][g]["agreement"] for r in runs])
+            cells.append(f"{top:.2f} ({agree:.2f})")
+        lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:

@@ -22,6 +22,8 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     record = json.loads((results / "multi__bc__seed1.json").read_text())
     assert record["updates"] == 4 and set(record["final"]) == {"Breakout", "Freeway"}
     assert record["commit"] and record["wall_s"] >= 0 and "eval_return/Breakout" in record["curves"]
+    policy = record["policy"]["Breakout"]
+    assert sum(policy["counts"]) == 256 and len(policy["counts"]) == 4 and 0.25 <= policy["top_share"] <= 1.0
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     report = out.read_text()
@@ -41,7 +43,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
 
     report = out.read_text()
     assert "jobs finished: 13 of 13" in report and "not run" not in report
-    for heading in ("### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
+    for heading in ("## What the greedy policies do on the data's states", "### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
         assert heading in report
     assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
     for png in ("curves.png", "values.png", "finetune.png"):
