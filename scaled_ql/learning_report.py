@@ -189,18 +189,19 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
     lines = ["## What the greedy policies do on the data's states", "",
              "Share of the most frequent greedy action over 256 training states per game (1.00: the same action "
              "everywhere, the policy ignores the screen), and in brackets how often it is the data's action; mean "
-             "over seeds.", "", "| method | " + " | ".join(games) + " |", "|---|" + "---:|" * len(games)]
+             "over the seeds whose results record it.", "", "| method | seeds | " + " | ".join(games) + " |",
+             "|---|---:|" + "---:|" * len(games)]
     for m in suite.methods:
         runs = [r for r in by_method[m.name] if "policy" in r]
         if not runs:
-            lines.append(f"| {m.label} | " + " | ".join("n/a" for _ in games) + " |")
+            lines.append(f"| {m.label} | 0 | " + " | ".join("n/a" for _ in games) + " |")
             continue
         cells = []
         for g in games:
             top = np.mean([r["policy"][g]["top_share"] for r in runs])
             agree = np.mean([r["policy"][g]["agreement"] for r in runs])
             cells.append(f"{top:.2f} ({agree:.2f})")
-        lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m.label} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
 
