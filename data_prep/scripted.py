@@ -87,33 +87,17 @@ def evaluate_scripted(game: str, epsilon: float, env_cfg: EnvConfig, eval_cfg: E
     ``discount = (gamma, reward_clip)``, ``discounted_mean`` (sum_t gamma^t clip(r_t)), as
     :func:`scaled_ql.eval.evaluate.evaluate_game` does for a network."""
     from scaled_ql.envs.ram import RamVectorEnv
-    from scaled_ql.games import human_normalized_score
+    from scaled_ql.eval.evaluate import EpisodeTally
 
     policy = scripted_policy(game)
     n = min(eval_cfg.num_envs, episodes)
     env = RamVectorEnv(game, n, env_cfg, max_episode_steps=eval_cfg.max_episode_steps)
     rng = np.random.default_rng(seed)
-    gamma, clip = discount if discount is not None else (1.0, 0.0)
     _, info = env.reset(seed=seed)
-    ret, disc, length = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
-    returns: list[float] = []
-    discounted: list[float] = []
-    while len(returns) < episodes:
+    tally = EpisodeTally(game, n, episodes, discount)
+    while not tally.done:
         action = np.where(rng.random(n) < epsilon, rng.integers(0, env.single_action_count, n), policy(info["ram"]))
         _, reward, terminal, truncated, info = env.step(action)
-        disc += gamma ** length * (np.clip(reward, -clip, clip) if clip > 0 else reward)
-        ret += reward
-        length += 1
-        for e in np.flatnonzero(terminal | truncated):
-            if len(returns) < episodes:
-                returns.append(float(ret[e]))
-                discounted.append(float(disc[e]))
-            ret[e] = disc[e] = 0.0
-            length[e] = 0
+        tally.add(reward, terminal, truncated)
     env.close()
-    mean = float(np.mean(returns))
-    out = {"mean": mean, "std": float(np.std(returns)), "episodes": len(returns), "returns": returns,
-           "human_normalized": human_normalized_score(game, mean), "epsilon": epsilon}
-    if discount is not None:
-        out["discounted_mean"] = float(np.mean(discounted))
-    return out
+    return {**tally.summary(), "epsilon": epsilon}

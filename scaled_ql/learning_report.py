@@ -242,6 +242,14 @@ def _curve(records: list[dict[str, Any]], tag: str) -> tuple[np.ndarray, np.ndar
     return np.array(steps), values.mean(0), se
 
 
+def _draw(ax, curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None, color: str, label: str) -> None:
+    """A mean curve with its +/- SE band (nothing when no run logged it)."""
+    if curve is not None:
+        steps, mean, se = curve
+        ax.plot(steps, mean, color=color, label=label)
+        ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
+
+
 def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -255,10 +263,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     for i, game in enumerate(games):
         ax = fig.add_subplot(1, len(games), i + 1)
         for m in suite.methods:
-            c = _curve(by_method[m.name], f"eval_return/{game}")
-            if c is not None:
-                ax.plot(c[0], c[1], color=colors[m.name], label=m.label)
-                ax.fill_between(c[0], c[1] - c[2], c[1] + c[2], color=colors[m.name], alpha=0.15)
+            _draw(ax, _curve(by_method[m.name], f"eval_return/{game}"), colors[m.name], m.label)
         if game in behaviour:
             ax.axhline(behaviour[game]["mean"], color="k", linestyle=":", label="behaviour")
         ax.set_title(game)
@@ -304,10 +309,8 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, start in enumerate(("pretrained", "scratch")):
-        c = _curve([r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start], f"eval_return/{game}")
-        if c is not None:
-            ax.plot(c[0], c[1], color=f"C{i}", label=start)
-            ax.fill_between(c[0], c[1] - c[2], c[1] + c[2], color=f"C{i}", alpha=0.15)
+        _draw(ax, _curve([r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start],
+                         f"eval_return/{game}"), f"C{i}", start)
     ax.set_title(f"fine-tuning on {game}")
     ax.set_xlabel("update")
     ax.set_ylabel("evaluation return")

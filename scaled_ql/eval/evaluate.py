@@ -88,50 +88,74 @@ def evaluate_game(
     try:
         num_actions = int(env.single_action_space.n)
         obs, _ = env.reset(seed=int(env_seed) % _SEED_RANGE)
-        running_return = np.zeros(num_envs, dtype=np.float64)
-        running_length = np.zeros(num_envs, dtype=np.int64)
-        running_discounted = np.zeros(num_envs, dtype=np.float64)
-        discounted: list[float] = []
-        gamma, clip = discount if discount is not None else (1.0, 0.0)
-        returns: list[float] = []
-        lengths: list[int] = []
-        truncated = 0
-        while len(returns) < episodes:
+        tally = EpisodeTally(spec.name, num_envs, episodes, discount)
+        while not tally.done:
             actions = _check_actions(policy(obs, game_id), spec.name, game_id, num_envs, num_actions)
             explore = rng.random(num_envs) < eval_cfg.epsilon
             if explore.any():
                 actions = np.where(explore, rng.integers(0, num_actions, size=num_envs), actions)
             obs, reward, terminated, truncated_now, _ = env.step(actions)
-            running_discounted += gamma ** running_length * (np.clip(reward, -clip, clip) if clip > 0 else reward)
-            running_return += reward
-            running_length += 1
-            for i in np.flatnonzero(terminated | truncated_now):
-                if len(returns) < episodes:
-                    returns.append(float(running_return[i]))
-                    discounted.append(float(running_discounted[i]))
-                    lengths.append(int(running_length[i]))
-                    truncated += int(truncated_now[i] and not terminated[i])
-                    if progress is not None:
-                        progress.update(1)
-                running_return[i] = 0.0
-                running_discounted[i] = 0.0
-                running_length[i] = 0
+            finished = tally.add(reward, terminated, truncated_now)
+            if progress is not None and finished:
+                progress.update(finished)
     finally:
         env.close()
-    mean = float(np.mean(returns))
-    extra = {"discounted_returns": discounted, "discounted_mean": float(np.mean(discounted))} if discount is not None else {}
-    return {
-        **extra,
-        "game": spec.name,
-        "game_id": int(game_id),
-        "episodes": len(returns),
-        "returns": returns,
-        "lengths": lengths,
-        "mean": mean,
-        "std": float(np.std(returns)),
-        "human_normalized": human_normalized_score(spec.name, mean),
-        "truncated_episodes": truncated,
-    }
+    return {**tally.summary(), "game_id": int(game_id)}
+
+
+class EpisodeTally:
+    """Returns of the first ``episodes`` episodes to end on ``num_envs`` environments stepped
+    together (gymnasium's same-step autoreset): raw returns, lengths, truncations and, with
+    ``discount = (gamma, reward_clip)``, discounted returns of clipped rewards (clip 0 = none)."""
+
+    def __init__(self, game: str, num_envs: int, episodes: int, discount: tuple[float, float] | None = None) -> None:
+        self.game, self.episodes, self.discount = game, episodes, discount
+        self.gamma, self.clip = discount if discount is not None else (1.0, 0.0)
+        self._return = np.zeros(num_envs, dtype=np.float64)
+        self._discounted = np.zeros(num_envs, dtype=np.float64)
+        self._length = np.zeros(num_envs, dtype=np.int64)
+        self.returns: list[float] = []
+        self.discounted: list[float] = []
+        self.lengths: list[int] = []
+        self.truncated = 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.returns) >= self.episodes
+
+    def add(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> int:
+        """Account one vector step; returns how many of the wanted episodes it finished."""
+        clipped = np.clip(reward, -self.clip, self.clip) if self.clip > 0 else reward
+        self._discounted += self.gamma ** self._length * clipped
+        self._return += reward
+        self._length += 1
+        finished = 0
+        for i in np.flatnonzero(terminated | truncated):
+            if not self.done:
+                self.returns.append(float(self._return[i]))
+                self.discounted.append(float(self._discounted[i]))
+                self.lengths.append(int(self._length[i]))
+                self.truncated += int(truncated[i] and not terminated[i])
+                finished += 1
+            self._return[i] = self._discounted[i] = 0.0
+            self._length[i] = 0
+        return finished
+
+    def summary(self) -> dict[str, Any]:
+        mean = float(np.mean(self.returns))
+        extra = ({"discounted_returns": self.discounted, "discounted_mean": float(np.mean(self.discounted))}
+                 if self.discount is not None else {})
+        return {
+            **extra,
+            "game": self.game,
+            "episodes": len(self.returns),
+            "returns": self.returns,
+            "lengths": self.lengths,
+            "mean": mean,
+            "std": float(np.std(self.returns)),
+            "human_normalized": human_normalized_score(self.game, mean),
+            "truncated_episodes": self.truncated,
+        }
 
 
 def aggregate_scores(
