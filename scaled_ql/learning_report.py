@@ -250,6 +250,14 @@ def _draw(ax, curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None, color: st
         ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
 
 
+def _save(fig, path: Path, legend_size: int) -> Path:
+    """Legend on the first panel (when something was drawn), then the PNG."""
+    if fig.axes[0].get_legend_handles_labels()[0]:
+        fig.axes[0].legend(fontsize=legend_size)
+    fig.savefig(path, dpi=90)
+    return path
+
+
 def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -269,10 +277,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         ax.set_title(game)
         ax.set_xlabel("update")
         ax.set_ylabel("evaluation return")
-    if fig.axes[0].get_legend_handles_labels()[0]:
-        fig.axes[0].legend(fontsize=7)
-    path = plots / "curves.png"
-    fig.savefig(path, dpi=90)
+    path = _save(fig, plots / "curves.png", legend_size=7)
     lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).", "",
               f"![learning curves]({rel(path)})", ""]
 
@@ -295,10 +300,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         ax.set_title(game)
         ax.set_xlabel("update")
         ax.set_ylabel("discounted return of clipped rewards")
-    if fig.axes[0].get_legend_handles_labels()[0]:
-        fig.axes[0].legend(fontsize=6)
-    path = plots / "values.png"
-    fig.savefig(path, dpi=90)
+    path = _save(fig, plots / "values.png", legend_size=6)
     lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
               "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
               "rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
@@ -314,9 +316,6 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     ax.set_title(f"fine-tuning on {game}")
     ax.set_xlabel("update")
     ax.set_ylabel("evaluation return")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    path = plots / "finetune.png"
-    fig.savefig(path, dpi=90)
+    path = _save(fig, plots / "finetune.png", legend_size=7)
     lines += [f"Fine-tuning on {game}: pretrained against scratch, mean over seeds +/- SE.", "", f"![fine-tuning]({rel(path)})"]
     return lines
