@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from scaled_ql.config import ExperimentConfig, load_config
+from scaled_ql.config import ExperimentConfig, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -280,6 +280,7 @@ class LearningBenchmark:
         for job in self.select(only):
             path = self.result_path(job.id)
             if path.is_file():
+                self._complete(path, log)
                 continue
             log(f"[bench learning] {job.id} ...")
             start = time.time()
@@ -294,6 +295,27 @@ class LearningBenchmark:
             log(f"[bench learning] {job.id} done in {wall:.0f} s")
             ran.append(job.id)
         return ran
+
+    def _complete(self, path: Path, log: Callable[[str], None]) -> None:
+        """Add what a finished training job's record lacks because it ran before the benchmark
+        measured it: the greedy-policy summary, computed now from the run's final checkpoint
+        (``policy_added`` says when and at which commit)."""
+        record = json.loads(path.read_text())
+        if "policy" in record or "run_dir" not in record:
+            return
+        from scaled_ql.train.checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(Path(record["run_dir"]))
+        if ckpt is None or not ckpt.name.endswith(f"{record['updates']:08d}"):
+            log(f"[bench learning] {record['id']}: no policy summary and no final checkpoint in {record['run_dir']} to add it from")
+            return
+        record["policy"] = greedy_action_summary(ckpt, config_from_dict(record["config"]))
+        record["policy_added"] = {"from": str(ckpt), "commit": self.commit,
+                                  "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+        log(f"[bench learning] {record['id']}: added the policy summary from {ckpt}")
 
     def load_results(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -189,7 +189,8 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
     lines = ["## What the greedy policies do on the data's states", "",
              "Share of the most frequent greedy action over 256 training states per game (1.00: the same action "
              "everywhere, the policy ignores the screen), and in brackets how often it is the data's action; mean "
-             "over the seeds whose results record it.", "", "| method | seeds | " + " | ".join(games) + " |",
+             "over the seeds whose results record it (for runs finished before the benchmark measured this, "
+             "computed afterwards from the run's final checkpoint by the same command).", "", "| method | seeds | " + " | ".join(games) + " |",
              "|---|---:|" + "---:|" * len(games)]
     for m in suite.methods:
         runs = [r for r in by_method[m.name] if "policy" in r]

@@ -22,7 +22,8 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     record = json.loads((results / "multi__bc__seed1.json").read_text())
     assert record["updates"] == 4 and set(record["final"]) == {"Breakout", "Freeway"}
     assert record["commit"] and record["wall_s"] >= 0 and "eval_return/Breakout" in record["curves"]
-    policy = record["policy"]["Breakout"]
+    policy_record = record["policy"]
+    policy = policy_record["Breakout"]
     assert sum(policy["counts"]) == 256 and len(policy["counts"]) == 4 and 0.25 <= policy["top_share"] <= 1.0
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
@@ -48,6 +49,17 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
     for png in ("curves.png", "values.png", "finetune.png"):
         assert (results / png).stat().st_size > 1000 and f"(../results/{png})" in report
+
+    # A record written before the benchmark measured the greedy policy gets it from the final
+    # checkpoint on the next run, marked as added afterwards; nothing else changes.
+    path = results / "multi__bc__seed1.json"
+    record = json.loads(path.read_text())
+    del record["policy"]
+    path.write_text(json.dumps(record))
+    assert main(args) == 0
+    again = json.loads(path.read_text())
+    assert again["policy"] == policy_record and again["policy_added"]["from"].endswith("00000004")
+    assert {k: v for k, v in again.items() if k not in ("policy", "policy_added")} == record
 
     # --report-only rewrites the report without running; --list shows every job as done.
     out.unlink()
