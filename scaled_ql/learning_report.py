@@ -143,6 +143,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
 
     lines += ["", *_policy_lines(suite, games, by_method), ""]
     lines += ["", *_finetune_lines(bench, results), ""]
+    if suite.probes:
+        lines += [*_probe_lines(bench, results, behaviour), ""]
     lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
     notes = bench.results / "NOTES.md"
     if notes.is_file():
@@ -203,6 +205,37 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
             agree = np.mean([r["policy"][g]["agreement"] for r in runs])
             cells.append(f"{top:.2f} ({agree:.2f})")
         lines.append(f"| {m.label} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+    """The probes beside the single-game runs of the tables they question."""
+    suite = bench.suite
+    lines = ["## Tried beyond the fixed settings", "",
+             "Each probe changes one thing against the single-game runs (same data, network, per-game batch), on seed "
+             f"{', '.join(sorted({str(p.seed) for p in suite.probes}))}, which the tables above do not use. They diagnose "
+             "what limits the tables; a setting that helps here must be rerun on the tables' seeds before it counts.", "",
+             "| run | updates | return | (SE episodes) | versus behaviour | return at each evaluation | top action share (agreement) |",
+             "|---|---:|---:|---:|---|---|---|"]
+    for p in suite.probes:
+        base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]]
+        probe = results.get(f"probe/{p.name}")
+        rows = ([(f"{bench.methods[p.method].label}, {p.game} alone, the tables' budget (seeds {', '.join(str(r['seed']) for r in base)})", base)]
+                if base else []) + [(f"{p.label} (`{' '.join(p.overrides)}`)", [probe] if probe else [])]
+        for label, runs in rows:
+            sm = summarize(runs, p.game)
+            if sm is None:
+                lines.append(f"| {label} | not run | | | | | |")
+                continue
+            b = behaviour.get(p.game)
+            se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
+            curve = runs[0]["curves"].get(f"eval_return/{p.game}", []) if len(runs) == 1 else []
+            at = ", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in curve) or "(mean over seeds)"
+            pol = [r["policy"][p.game] for r in runs if "policy" in r]
+            share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})"
+                     if pol else "n/a")
+            lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
+                         f"| {verdict(sm, b) if b else 'n/a'} | {at} | {share} |")
     return lines
 
 
