@@ -209,19 +209,25 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
 
 
 def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
-    """The probes beside the single-game runs of the tables they question."""
+    """The probes beside the single-game runs of the tables they question: the seed each setting
+    was tried on, then the tables' seeds it was checked on, as separate rows."""
     suite = bench.suite
     lines = ["## Tried beyond the fixed settings", "",
-             "Each probe changes one thing against the single-game runs (same data, network, per-game batch), on seed "
-             f"{', '.join(sorted({str(p.seed) for p in suite.probes}))}, which the tables above do not use. They diagnose "
-             "what limits the tables; a setting that helps here must be rerun on the tables' seeds before it counts.", "",
+             "Each probe changes one thing against the single-game runs (same data, network, per-game batch). It was "
+             "tried first on a seed the tables above do not use; its rows on the tables' seeds check it on seeds it was "
+             "not chosen on. Not mixed into the tables: the multi-game runs of every method would need the same change.", "",
              "| run | updates | return | (SE episodes) | versus behaviour | return at each evaluation | top action share (agreement) |",
              "|---|---:|---:|---:|---|---|---|"]
     for p in suite.probes:
         base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]]
-        probe = results.get(f"probe/{p.name}")
-        rows = ([(f"{bench.methods[p.method].label}, {p.game} alone, the tables' budget (seeds {', '.join(str(r['seed']) for r in base)})", base)]
-                if base else []) + [(f"{p.label} (`{' '.join(p.overrides)}`)", [probe] if probe else [])]
+        done = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
+        tried = [r for r in done if r["seed"] == p.seeds[0]]
+        checked = [r for r in done if r["seed"] != p.seeds[0]]
+        seeds = lambda runs: ", ".join(str(r["seed"]) for r in runs)  # noqa: E731
+        rows = [(f"{bench.methods[p.method].label}, {p.game} alone, the tables' budget (seeds {seeds(base)})", base)] if base else []
+        rows.append((f"{p.label} (`{' '.join(p.overrides)}`), seed {p.seeds[0]} (where it was tried)", tried))
+        if len(p.seeds) > 1:
+            rows.append((f"{p.label}, seeds {seeds(checked) or ', '.join(map(str, p.seeds[1:]))} (the check)", checked))
         for label, runs in rows:
             sm = summarize(runs, p.game)
             if sm is None:
@@ -229,13 +235,13 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                 continue
             b = behaviour.get(p.game)
             se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
-            curve = runs[0]["curves"].get(f"eval_return/{p.game}", []) if len(runs) == 1 else []
-            at = ", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in curve) or "(mean over seeds)"
+            at = "; ".join(", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in r["curves"].get(f"eval_return/{p.game}", []))
+                           for r in runs) if len(runs) <= 3 else "(mean over seeds)"
             pol = [r["policy"][p.game] for r in runs if "policy" in r]
             share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})"
                      if pol else "n/a")
             lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
-                         f"| {verdict(sm, b) if b else 'n/a'} | {at} | {share} |")
+                         f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {share} |")
     return lines
 
 
