@@ -215,9 +215,12 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
     lines = ["## Tried beyond the fixed settings", "",
              "Each probe changes one thing against the single-game runs (same data, network, per-game batch). It was "
              "tried first on a seed the tables above do not use; its rows on the tables' seeds check it on seeds it was "
-             "not chosen on. Not mixed into the tables: the multi-game runs of every method would need the same change.", "",
-             "| run | updates | return | (SE episodes) | versus behaviour | return at each evaluation | top action share (agreement) |",
-             "|---|---:|---:|---:|---|---|---|"]
+             "not chosen on. Not mixed into the tables: the multi-game runs of every method would need the same change. "
+             "Start value: mean max_a Q(s0, a) over the data's episode-start states against the discounted clipped return "
+             "the policy got (as in the values plot).", "",
+             "| run | updates | return | (SE episodes) | versus behaviour | return at each evaluation (mean over seeds) "
+             "| start value: thinks / gets | top action share (agreement) |",
+             "|---|---:|---:|---:|---|---|---|---|"]
     for p in suite.probes:
         base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]]
         done = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
@@ -231,17 +234,20 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
         for label, runs in rows:
             sm = summarize(runs, p.game)
             if sm is None:
-                lines.append(f"| {label} | not run | | | | | |")
+                lines.append(f"| {label} | not run | | | | | | |")
                 continue
             b = behaviour.get(p.game)
+            thinks = [q for q in sm["q_start"] if q is not None]
+            value = (f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}"
+                     if thinks else "n/a")
             se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
-            at = "; ".join(", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in r["curves"].get(f"eval_return/{p.game}", []))
-                           for r in runs) if len(runs) <= 3 else "(mean over seeds)"
+            curve = _curve(runs, f"eval_return/{p.game}")
+            at = ", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in zip(*curve[:2])) if curve else ""
             pol = [r["policy"][p.game] for r in runs if "policy" in r]
             share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})"
                      if pol else "n/a")
             lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
-                         f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {share} |")
+                         f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {value} | {share} |")
     return lines
 
 
