@@ -5,10 +5,11 @@ mediocre quality (the RAM-reading controllers of ``data_prep.scripted`` mixed wi
 actions), the methods over the same data and budget (behaviour cloning, DQN-style offline
 Q-learning without a regularizer, CQL, CQL + DR3, IQL), the seeds, multi-game against
 single-game runs, and fine-tuning a network pretrained on the other games against training from
-scratch on a small dataset of a held-out game.
+scratch on a small dataset of a held-out game. Probes (:class:`Probe`) then change one setting at
+a time to test what limits those results, on a seed the tables do not use and then on theirs.
 
 The suite is a list of jobs with ids such as ``data/main``, ``multi/cql_dr3/seed1`` or
-``finetune/scratch/seed2``. Each finished job leaves one small JSON file in the results folder
+``finetune/scratch/seed2`` or ``probe/Breakout-bc-5x/seed0``. Each finished job leaves one small JSON file in the results folder
 (its evaluation, its learning curves, wall time, the commit); a job whose file exists is not run
 again, so the suite is resumable and runs in pieces (``--only 'multi/*'``). Training runs and
 datasets live in the work folder; a run interrupted midway resumes from its last checkpoint.
