@@ -85,7 +85,7 @@ class Suite:
     behaviour_episodes: int = 10
     notes: str = ""
     probes: tuple[Probe, ...] = ()
-    """Run after every seed of the tables; decided before their results were seen."""
+    """Run after every seed of the tables; each probe's first seed is the one it was tried on."""
 
 
 _METHODS = (
@@ -322,9 +322,7 @@ class LearningBenchmark:
             record = {"id": job.id, "kind": job.kind, **job.info, **out, "wall_s": round(wall, 1),
                       "commit": self.commit, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                       "machine": machine()}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, path)
+            _write_json(path, record)
             log(f"[bench learning] {job.id} done in {wall:.0f} s")
             ran.append(job.id)
         return ran
@@ -345,9 +343,7 @@ class LearningBenchmark:
         record["policy"] = greedy_action_summary(ckpt, config_from_dict(record["config"]))
         record["policy_added"] = {"from": str(ckpt), "commit": self.commit,
                                   "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        _write_json(path, record)
         log(f"[bench learning] {record['id']}: added the policy summary from {ckpt}")
 
     def load_results(self) -> dict[str, dict[str, Any]]:
@@ -387,6 +383,13 @@ def greedy_action_summary(checkpoint: str | Path, cfg: ExperimentConfig, states_
         out[game] = {"counts": counts.tolist(), "top_share": float(counts.max() / counts.sum()),
                      "agreement": float((mine == batch.action.numpy()[batch.game.numpy() == g]).mean())}
     return out
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` whole or not at all (a killed job leaves no half file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
 
 
 def _thin(points: list[tuple[int, float]], keep: int = 60) -> list[list[float]]:

@@ -242,7 +242,7 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                      if thinks else "n/a")
             se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
             curve = _curve(runs, f"eval_return/{p.game}")
-            at = ", ".join(f"{int(step) // 1000}k: {value:.1f}" for step, value in zip(*curve[:2])) if curve else ""
+            at = ", ".join(f"{int(step) // 1000}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else ""
             pol = [r["policy"][p.game] for r in runs if "policy" in r]
             share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})"
                      if pol else "n/a")
