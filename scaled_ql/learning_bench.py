@@ -211,15 +211,12 @@ class LearningBenchmark:
                 jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
                                 (f"data/finetune-{s.finetune_game}",) + ((pretrain_id,) if start == "pretrained" else ()),
                                 {"method": pre.name, "seed": seed, "start": start, "games": [s.finetune_game]}))
-        for i in range(max((len(p.seeds) for p in s.probes), default=0)):  # seed by seed, as above
-            for p in s.probes:
-                if i < len(p.seeds):
-                    seed = p.seeds[i]
-                    jobs.append(Job(f"probe/{p.name}/seed{seed}", "probe", self._train_fn(
-                        f"probe-{p.name}-seed{seed}", [p.game], main, self.methods[p.method], seed,
-                        ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}", *p.overrides)),
-                        ("data/main",), {"method": p.method, "seed": seed, "games": [p.game], "probe": p.name,
-                                         "label": p.label}))
+        # Seed by seed as above: the i-th seed of every probe before any probe's (i+1)-th (a stable sort).
+        for _, p, seed in sorted(((i, p, seed) for p in s.probes for i, seed in enumerate(p.seeds)), key=lambda t: t[0]):
+            jobs.append(Job(f"probe/{p.name}/seed{seed}", "probe", self._train_fn(
+                f"probe-{p.name}-seed{seed}", [p.game], main, self.methods[p.method], seed,
+                ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}", *p.overrides)),
+                ("data/main",), {"method": p.method, "seed": seed, "games": [p.game], "probe": p.name, "label": p.label}))
         return jobs
 
     def _per_game_batch(self) -> int:
