@@ -321,6 +321,12 @@ class TrainConfig:
     """torch intra-op threads on CPU; 0 keeps torch's default."""
     channels_last: bool = True
     """Use channels_last memory format for the conv backbone (faster on CPU and GPU)."""
+    augment: str = "none"
+    """Image augmentation of every training batch, on its device, for every algorithm: ``none`` or
+    ``shift`` (DrQ's random shift: replicate-pad ``augment_pad`` pixels, random crop back to the
+    frame size; one shift per stack, independent for s and s')."""
+    augment_pad: int = 4
+    """Largest shift in pixels of ``augment=shift`` (DrQ: 4 for 84x84 frames)."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "train.steps", "at least 1", self.steps)
@@ -331,6 +337,8 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", "at least 1", self.checkpoint_every)
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", "at least 1", self.keep_checkpoints)
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "'auto', 'cpu' or 'cuda'", self.device)
+        _check(self.augment in ("none", "shift"), "train.augment", "'none' or 'shift'", self.augment)
+        _check(0 <= self.augment_pad <= 16, "train.augment_pad", "an integer in [0, 16]", self.augment_pad)
 
 
 @dataclass(kw_only=True, slots=True)

@@ -63,8 +63,9 @@ def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_datas
     assert trainer_state["step"] == 20 and trainer_state["world_size"] == 1 and "sampler" in trainer_state["ranks"][0]
 
 
-def test_resume_is_bitwise_exact(tmp_path, debug_dataset):
-    common = [f"data.path={debug_dataset}", "eval.episodes=0"]
+@pytest.mark.parametrize("augment", ["none", "shift"])
+def test_resume_is_bitwise_exact(tmp_path, debug_dataset, augment):
+    common = [f"data.path={debug_dataset}", "eval.episodes=0", f"train.augment={augment}"]
     full = pretrain(debug_config(tmp_path / "a", *common), progress=False)
     pretrain(debug_config(tmp_path / "b", *common, "train.steps=10"), progress=False)
     resumed = pretrain(debug_config(tmp_path / "b", *common), resume=True, progress=False)
@@ -177,3 +178,11 @@ def test_gradient_accumulation_draws_micro_batches_per_update(tmp_path, debug_da
     state = json.loads((result.checkpoint / "state" / "trainer.json").read_text())
     assert result.step == 6 and state["ranks"][0]["sampler"]["batches_drawn"] == 12
     assert state["ranks"][0]["sampler"]["batch_size"] == cfg.train.batch_size // 2
+
+
+def test_shift_augmentation_changes_what_the_network_learns(tmp_path, debug_dataset):
+    common = [f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=5"]
+    plain = pretrain(debug_config(tmp_path / "a", *common), progress=False)
+    shifted = pretrain(debug_config(tmp_path / "b", *common, "train.augment=shift"), progress=False)
+    a, b = _weights(plain.checkpoint), _weights(shifted.checkpoint)
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from scaled_ql.config import ConfigError, ExperimentConfig, load_config_json
+from scaled_ql.data.augment import augment_batch
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
@@ -198,7 +199,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
             online.act(step, cfg.train.steps)
         for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
             t0 = time.perf_counter()
-            batch = draw().to_torch(device)
+            batch = augment_batch(draw().to_torch(device), cfg.train.augment, cfg.train.augment_pad, cfg.seed, step)
             t1 = time.perf_counter()
             with accelerator.accumulate(model):
                 metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip, accelerator)
