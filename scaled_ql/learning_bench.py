@@ -324,9 +324,13 @@ class LearningBenchmark:
         """Run the selected jobs that have no result yet; returns the ids that ran."""
         self.results.mkdir(parents=True, exist_ok=True)
         ran = []
-        for job in self.select(only):
+        selected = self.select(only)
+        pending = {need for j in selected if not self.result_path(j.id).is_file() for need in j.needs}
+        for job in selected:
             path = self.result_path(job.id)
             if path.is_file():
+                if job.kind == "data" and job.id in pending:
+                    self._remake_data(job, path, log)
                 self._complete(path, log)
                 continue
             log(f"[bench learning] {job.id} ...")
@@ -340,6 +344,19 @@ class LearningBenchmark:
             log(f"[bench learning] {job.id} done in {wall:.0f} s")
             ran.append(job.id)
         return ran
+
+    def _remake_data(self, job: Job, path: Path, log: Callable[[str], None]) -> None:
+        """A dataset whose job has a result but whose folder is gone (a fresh clone holds the
+        results, not the data) is made again, from the same settings and seed, for the jobs that
+        still need it; its result file is kept."""
+        from scaled_ql.data.format import METADATA_FILE
+
+        folder = Path(json.loads(path.read_text())["path"])
+        if (folder / METADATA_FILE).is_file():
+            return
+        log(f"[bench learning] {job.id}: dataset {folder} is missing and pending jobs need it; making it again "
+            f"(same settings and seed; the recorded result {path} is kept)")
+        job.run()
 
     def _complete(self, path: Path, log: Callable[[str], None]) -> None:
         """Add what a finished training job's record lacks because it ran before the benchmark
