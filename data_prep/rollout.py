@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_prep.scripted import scripted_policy
+from data_prep.scripted import CONTROLLERS, scripted_policy
 from scaled_ql.config import ExperimentConfig
 from scaled_ql.data.format import CollectionInfo, DatasetMetadata, default_command, write_dataset
 from scaled_ql.envs.atari import make_vector_env
@@ -49,17 +50,22 @@ def collect_dataset(
     ``"epsilon_greedy"``: ``policy``'s action with probability 1 - ``cfg.prep.epsilon``,
     else uniform. ``"scripted"``: the game's RAM-reading controller of ``data_prep.scripted``
     with probability 1 - ``cfg.prep.epsilon``, else uniform, played on
-    :class:`scaled_ql.envs.ram.RamVectorEnv` (frames identical to the vector env's). Seeded by ``cfg.seed`` (environments and action choices, per game).
+    :class:`scaled_ql.envs.ram.RamVectorEnv` (frames identical to the vector env's). ``"mixed"``:
+    the first ``good_fraction * num_envs`` environments of each game play the scripted controller,
+    the others the poor one (``data_prep.scripted.POOR_POLICIES``), each with ``epsilon`` random
+    actions; the metadata's ``collection.parts`` records each part's environments and episode
+    returns per game. Seeded by ``cfg.seed`` (environments and action choices, per game).
     Returns the written dataset's metadata.
     """
     prep = cfg.prep
     if prep.policy == "epsilon_greedy" and policy is None:
         raise ValueError("config key 'prep.policy' is 'epsilon_greedy' but no greedy policy was given (load one from prep.checkpoint)")
-    if prep.policy in ("random", "scripted") and policy is not None:
+    if prep.policy in ("random", "scripted", "mixed") and policy is not None:
         raise ValueError(f"a greedy policy was given but config key 'prep.policy' is '{prep.policy}'; set prep.policy=epsilon_greedy")
-    if prep.policy == "scripted":
+    kinds = {"scripted": ("scripted",), "mixed": tuple(CONTROLLERS)}.get(prep.policy, ())
+    for kind in kinds:
         for game in cfg.games:
-            scripted_policy(game)  # names the game without a scripted controller before any work
+            scripted_policy(game, kind)  # names the game without such a controller before any work
     epsilon = 1.0 if prep.policy == "random" else prep.epsilon
     collection = CollectionInfo(
         source="ALE rollouts (scaled_ql data_prep.rollout)",
@@ -79,10 +85,11 @@ def collect_dataset(
             "full_action_space": cfg.env.full_action_space,
         },
         command=default_command() if command is None else command,
+        good_fraction=prep.good_fraction if prep.policy == "mixed" else None,
     )
     bar = tqdm(total=prep.steps_per_game * len(cfg.games), unit="step", disable=not progress, desc="prep")
     try:
-        chunks = _rollout_chunks(cfg, policy, epsilon, bar)
+        chunks = _rollout_chunks(cfg, policy, epsilon, bar, collection.parts)
         return write_dataset(
             out_dir,
             chunks,
@@ -95,13 +102,16 @@ def collect_dataset(
         bar.close()
 
 
-def _rollout_chunks(cfg: ExperimentConfig, policy: GreedyPolicy | None, epsilon: float, bar) -> Iterator[dict[str, np.ndarray]]:
-    """Chunks of whole episodes, game after game, each about ``cfg.prep.shard_rows`` rows."""
+def _rollout_chunks(cfg: ExperimentConfig, policy: GreedyPolicy | None, epsilon: float, bar,
+                    parts: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+    """Chunks of whole episodes, game after game, each about ``cfg.prep.shard_rows`` rows; for
+    ``prep.policy=mixed`` each part's episode returns go into ``parts[game]``."""
     next_episode_id = 0
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = 0
     for game_index, game in enumerate(cfg.games):
-        for episode in _play_game(cfg, game_index, policy, epsilon, bar):
+        returns: dict[str, list[float]] = {}
+        for episode in _play_game(cfg, game_index, policy, epsilon, bar, returns):
             episode["episode_id"] = np.full(len(episode["step"]), next_episode_id, dtype=np.int64)
             next_episode_id += 1
             pending.append(episode)
@@ -109,19 +119,35 @@ def _rollout_chunks(cfg: ExperimentConfig, policy: GreedyPolicy | None, epsilon:
             if pending_rows >= cfg.prep.shard_rows:
                 yield _concat(pending)
                 pending, pending_rows = [], 0
+        if cfg.prep.policy == "mixed":
+            parts[game] = {kind: {"envs": int(round(cfg.prep.num_envs * (cfg.prep.good_fraction if kind == "scripted"
+                                                                           else 1 - cfg.prep.good_fraction))),
+                                  **_return_stats(returns.get(kind, []))} for kind in CONTROLLERS}
     if pending:
         yield _concat(pending)
+
+
+def _return_stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"episodes": 0}
+    return {"episodes": len(values), "return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
+            "return_min": float(np.min(values)), "return_max": float(np.max(values))}
 
 
 def _concat(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([e[key] for e in episodes]) for key in episodes[0]}
 
 
-def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | None, epsilon: float, bar) -> Iterator[dict[str, np.ndarray]]:
-    """Yield each finished episode of one game as a dict of columns (without ``episode_id``)."""
+def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | None, epsilon: float, bar,
+               returns: dict[str, list[float]]) -> Iterator[dict[str, np.ndarray]]:
+    """Yield each finished episode of one game as a dict of columns (without ``episode_id``);
+    with ``prep.policy=mixed`` append each episode's raw return to ``returns[controller kind]``."""
     spec = get_game(cfg.games[game_index])
     num_envs, size, stack_k = cfg.prep.num_envs, cfg.env.frame_size, cfg.env.frame_stack
-    scripted = scripted_policy(spec.name) if cfg.prep.policy == "scripted" else None
+    scripted = scripted_policy(spec.name) if cfg.prep.policy in ("scripted", "mixed") else None
+    poor = scripted_policy(spec.name, "poor") if cfg.prep.policy == "mixed" else None
+    good_envs = round(cfg.prep.good_fraction * num_envs) if poor is not None else num_envs
+    is_good = np.arange(num_envs) < good_envs  # mixed: the first good_envs environments play the scripted controller
     seeds = np.random.SeedSequence([cfg.seed, game_index]).spawn(2)
     rng = np.random.default_rng(seeds[0])
     env_seed = int(seeds[1].generate_state(1)[0] % (2**31 - num_envs))
@@ -154,7 +180,8 @@ def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | No
             frames[live, pos[live]] = obs[live, 0]
             action = rng.integers(0, num_actions, size=num_envs)
             if scripted is not None:
-                action = np.where(rng.random(num_envs) < epsilon, action, scripted(info["ram"]))
+                controlled = scripted(info["ram"]) if poor is None else np.where(is_good, scripted(info["ram"]), poor(info["ram"]))
+                action = np.where(rng.random(num_envs) < epsilon, action, controlled)
             elif stacks is not None and epsilon < 1.0:
                 greedy = np.asarray(policy(stacks, game_index)).reshape(num_envs)
                 action = np.where(rng.random(num_envs) < epsilon, action, greedy)
@@ -172,6 +199,8 @@ def _play_game(cfg: ExperimentConfig, game_index: int, policy: GreedyPolicy | No
                 actions[e, last] = 0
                 rewards[e, last] = 0.0
                 rows = last + 1
+                if poor is not None:
+                    returns.setdefault("scripted" if is_good[e] else "poor", []).append(float(rewards[e, :rows].sum()))
                 flag_end = np.arange(rows) == last
                 yield {
                     "frame": frames[e, :rows].copy(),

@@ -18,6 +18,11 @@ stepping the games (``tests/test_scripted.py``):
   up (cars knock the chicken back but never end the episode).
 
 Each policy maps RAM uint8 [N, 128] to action indices [N] into the game's minimal action set.
+
+The mixed-quality regime (``prep.policy=mixed``) plays a share ``prep.good_fraction`` of the
+environments with these controllers and the rest with a *poor* one (``POOR_POLICIES``) that
+reads the same RAM and does the wrong thing consistently: cloning the data's most frequent
+action copies the poor controller, and only the rewards tell the two apart.
 """
 
 from __future__ import annotations
@@ -72,24 +77,54 @@ SCRIPTED_POLICIES: dict[str, ScriptedPolicy] = {"Pong": pong, "Breakout": breako
 """Game name -> its scripted policy."""
 
 
-def scripted_policy(game: str) -> ScriptedPolicy:
-    if game not in SCRIPTED_POLICIES:
-        raise ValueError(f"prep.policy=scripted: no scripted policy for game '{game}'; games with one: {', '.join(SCRIPTED_POLICIES)}")
-    return SCRIPTED_POLICIES[game]
+# The poor controllers of the mixed-quality regime (``prep.policy=mixed``): structured, reading
+# the same RAM, and wrong, so that their actions are consistent (a cloner learns them) but lose.
+
+
+def pong_poor(ram: np.ndarray) -> np.ndarray:
+    """Move the paddle away from the ball: down (LEFT) when the ball is above, up (RIGHT) when below."""
+    action = pong(ram)
+    return np.select([action == 2, action == 3], [3, 2], action)
+
+
+def breakout_poor(ram: np.ndarray) -> np.ndarray:
+    """FIRE while no ball is in play (so episodes go on), then move the paddle away from the ball."""
+    action = breakout(ram)
+    return np.select([action == 2, action == 3], [3, 2], action)
+
+
+def freeway_poor(ram: np.ndarray) -> np.ndarray:
+    """Always DOWN (the chicken stays at the bottom and never scores)."""
+    return np.full(len(ram), 2, dtype=np.int64)
+
+
+POOR_POLICIES: dict[str, ScriptedPolicy] = {"Pong": pong_poor, "Breakout": breakout_poor, "Freeway": freeway_poor}
+"""Game name -> its poor structured controller."""
+
+CONTROLLERS = {"scripted": SCRIPTED_POLICIES, "poor": POOR_POLICIES}
+"""Controller kind -> its policies by game."""
+
+
+def scripted_policy(game: str, kind: str = "scripted") -> ScriptedPolicy:
+    policies = CONTROLLERS[kind]
+    if game not in policies:
+        raise ValueError(f"prep.policy: no {kind} controller for game '{game}'; games with one: {', '.join(policies)}")
+    return policies[game]
 
 
 def evaluate_scripted(game: str, epsilon: float, env_cfg: EnvConfig, eval_cfg: EvalConfig, episodes: int, seed: int,
-                      discount: tuple[float, float] | None = None) -> dict[str, Any]:
+                      discount: tuple[float, float] | None = None, kind: str = "scripted") -> dict[str, Any]:
     """The return of the behaviour policy (scripted, a random action with probability
     ``epsilon``) under the evaluation protocol (``eval_cfg.max_episode_steps``, sticky actions):
     the first ``episodes`` episodes to end on ``min(eval_cfg.num_envs, episodes)`` environments.
     Returns ``mean``, ``std``, ``episodes``, ``returns``, ``human_normalized`` and, with
     ``discount = (gamma, reward_clip)``, ``discounted_mean`` (sum_t gamma^t clip(r_t)), as
-    :func:`scaled_ql.eval.evaluate.evaluate_game` does for a network."""
+    :func:`scaled_ql.eval.evaluate.evaluate_game` does for a network. ``kind``: ``scripted``
+    (the competent controller) or ``poor`` (the mixed-quality regime's wrong one)."""
     from scaled_ql.envs.ram import RamVectorEnv
     from scaled_ql.eval.evaluate import EpisodeTally
 
-    policy = scripted_policy(game)
+    policy = scripted_policy(game, kind)
     n = min(eval_cfg.num_envs, episodes)
     env = RamVectorEnv(game, n, env_cfg, max_episode_steps=eval_cfg.max_episode_steps)
     rng = np.random.default_rng(seed)
@@ -100,4 +135,4 @@ def evaluate_scripted(game: str, epsilon: float, env_cfg: EnvConfig, eval_cfg: E
         _, reward, terminal, truncated, info = env.step(action)
         tally.add(reward, terminal, truncated)
     env.close()
-    return {**tally.summary(), "epsilon": epsilon}
+    return {**tally.summary(), "epsilon": epsilon, "controller": kind}

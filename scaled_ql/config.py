@@ -60,7 +60,12 @@ class PrepConfig:
     """Behaviour policy: ``random`` (uniform over the game's actions), ``epsilon_greedy``
     (greedy in the Q-network of ``checkpoint`` with probability 1 - epsilon) or ``scripted``
     (a controller reading object positions from the Atari RAM, ``data_prep.scripted``, with
-    probability 1 - epsilon; Pong, Breakout, Freeway)."""
+    probability 1 - epsilon; Pong, Breakout, Freeway) or ``mixed`` (the mixed-quality regime: a
+    share ``good_fraction`` of the environments play the scripted controller, the others a poor
+    controller that reads the RAM and does the wrong thing; both with ``epsilon`` random actions)."""
+    good_fraction: float = 0.25
+    """``mixed``: the share of environments (so of agent steps) played by the scripted controller;
+    times ``num_envs`` must be a whole number."""
     epsilon: float = 0.1
     """Share of uniformly random actions of the ``epsilon_greedy`` and ``scripted`` policies."""
     checkpoint: str = ""
@@ -74,7 +79,12 @@ class PrepConfig:
     """Rows per Arrow record batch when writing."""
 
     def __post_init__(self) -> None:
-        _check(self.policy in ("random", "epsilon_greedy", "scripted"), "prep.policy", "'random', 'epsilon_greedy' or 'scripted'", self.policy)
+        _check(self.policy in ("random", "epsilon_greedy", "scripted", "mixed"), "prep.policy",
+               "'random', 'epsilon_greedy', 'scripted' or 'mixed'", self.policy)
+        good = self.good_fraction * self.num_envs
+        _check(self.policy != "mixed" or (0.0 <= self.good_fraction <= 1.0 and abs(good - round(good)) < 1e-9), "prep.good_fraction",
+               f"a fraction in [0, 1] that times prep.num_envs={self.num_envs} is a whole number of environments",
+               self.good_fraction)
         _check(self.steps_per_game > 0, "prep.steps_per_game", "a positive integer", self.steps_per_game)
         _check(0.0 <= self.epsilon <= 1.0, "prep.epsilon", "a probability in [0, 1]", self.epsilon)
         _check(self.num_envs >= 1, "prep.num_envs", "at least 1", self.num_envs)

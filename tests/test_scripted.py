@@ -73,10 +73,10 @@ def test_ram_addresses_move_as_the_scripts_assume():
     assert info["ram"][0, 101] > 0
 
 
-def _play(game: str, epsilon: float, steps: int) -> float:
+def _play(game: str, epsilon: float, steps: int, kind: str = "scripted") -> float:
     env = RamVectorEnv(game, 2, EnvConfig())
     _, info = env.reset(seed=3)
-    rng, policy, total = np.random.default_rng(3), scripted_policy(game), 0.0
+    rng, policy, total = np.random.default_rng(3), scripted_policy(game, kind), 0.0
     for _ in range(steps):
         action = np.where(rng.random(2) < epsilon, rng.integers(0, env.single_action_count, 2), policy(info["ram"]))
         _, reward, _, _, info = env.step(action)
@@ -103,8 +103,35 @@ def test_scripted_prep_writes_the_behaviour_returns_into_the_card(tmp_path):
     assert "scripted controller reading object positions from the Atari RAM" in card
     assert f"{stats['return_mean']:.2f} +/- " in card
 
-    with pytest.raises(ValueError, match="no scripted policy for game 'Boxing'.*Pong, Breakout, Freeway"):
+    with pytest.raises(ValueError, match="no scripted controller for game 'Boxing'.*Pong, Breakout, Freeway"):
         collect_dataset(load_config(None, ["games=[Boxing]", "prep.policy=scripted"]), tmp_path / "e", progress=False)
     with pytest.raises(ConfigError, match="prep.policy"):
         load_config(None, ["prep.policy=scripts"])
     assert set(SCRIPTED_POLICIES) == {"Pong", "Breakout", "Freeway"}
+
+
+@pytest.mark.parametrize("game", ["Pong", "Breakout", "Freeway"])
+def test_poor_controllers_lose_to_the_scripted_ones(game):
+    assert _play(game, 0.0, 400, "poor") < _play(game, 0.0, 400) - 1
+
+
+def test_mixed_prep_plays_a_quarter_of_the_envs_with_the_good_controller_and_records_each_part(tmp_path):
+    from data_prep.rollout import collect_dataset
+    from scaled_ql.data.format import read_metadata
+    from scaled_ql.data.store import ReplayStore
+
+    cfg = load_config(None, ["games=[Freeway]", "prep.policy=mixed", "prep.epsilon=0.0", "prep.good_fraction=0.25",
+                             "prep.steps_per_game=400", "prep.num_envs=4", "prep.max_episode_steps=100"])
+    meta = collect_dataset(cfg, tmp_path / "d", progress=False)
+    parts = read_metadata(tmp_path / "d").collection["parts"]["Freeway"]
+    assert parts["scripted"]["envs"] == 1 and parts["poor"]["envs"] == 3
+    assert parts["scripted"]["episodes"] == 1 and parts["poor"]["episodes"] == 3  # 100 steps per env, one episode each
+    assert parts["poor"]["return_max"] == 0.0 and parts["scripted"]["return_mean"] > 0  # DOWN never scores; UP does
+    actions = ReplayStore(tmp_path / "d", ["Freeway"]).action
+    counts = np.bincount(actions, minlength=3)
+    assert counts.argmax() == 2 and counts[2] > 2.5 * counts[1]  # the data's most frequent action is the poor one
+    assert "mixed quality: 0.25 of the environments" in (tmp_path / "d" / "README.md").read_text()
+    assert meta.collection["good_fraction"] == 0.25
+
+    with pytest.raises(ConfigError, match="prep.good_fraction.*prep.num_envs=4"):
+        load_config(None, ["prep.policy=mixed", "prep.good_fraction=0.3", "prep.num_envs=4"])

@@ -107,6 +107,11 @@ class CollectionInfo:
     """The Atari protocol (``EnvConfig`` as a dict)."""
     command: str = ""
     """The command that made the dataset."""
+    good_fraction: float | None = None
+    """``mixed`` policy: the share of environments played by the scripted controller."""
+    parts: dict[str, Any] = field(default_factory=dict)
+    """``mixed`` policy: per game, per controller (``scripted``, ``poor``): its environments and
+    the raw returns of its episodes (``episodes``, ``return_mean``, ``return_std``, ...)."""
 
 
 @dataclass(slots=True)
@@ -527,6 +532,13 @@ def render_card(meta: DatasetMetadata) -> str:
         elif policy == "scripted":
             policy = ("a scripted controller reading object positions from the Atari RAM (`data_prep.scripted`), "
                       f"with a uniformly random action with probability {c.get('epsilon', '?')}")
+        elif policy == "mixed":
+            policy = (f"mixed quality: {c.get('good_fraction', '?')} of the environments play a scripted controller reading "
+                      "object positions from the Atari RAM (`data_prep.scripted`), the others a poor controller that reads "
+                      "the same RAM and does the wrong thing; both with a uniformly random action with probability "
+                      f"{c.get('epsilon', '?')}. Per part: "
+                      + "; ".join(f"{g}: " + ", ".join(f"{k} {v.get('return_mean', float('nan')):.1f} over {v.get('episodes', 0)} episodes"
+                                                        for k, v in ps.items()) for g, ps in c.get("parts", {}).items()))
         lines += [
             f"- Source: {c.get('source', '?')}",
             f"- Behaviour policy: {policy}",
