@@ -106,7 +106,15 @@ CONTROLLERS = {"scripted": SCRIPTED_POLICIES, "poor": POOR_POLICIES}
 
 
 def scripted_policy(game: str, kind: str = "scripted") -> ScriptedPolicy:
+    """The ``kind`` controller of ``game`` (a variant, ``Freeway-m1d0``, plays its game's)."""
+    from scaled_ql.games import get_game
+
     policies = CONTROLLERS[kind]
+    try:
+        spec = get_game(game)
+        game = spec.base or spec.name
+    except KeyError:
+        pass
     if game not in policies:
         raise ValueError(f"prep.policy: no {kind} controller for game '{game}'; games with one: {', '.join(policies)}")
     return policies[game]

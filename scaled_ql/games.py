@@ -7,6 +7,11 @@ DQN-era papers, exactly as DeepMind's dqn_zoo tabulates them (``dqn_zoo/atari_da
 
 The action sets are not typed in: they come from ale_py itself (the ROM's minimal action set),
 read once per game and cached.
+
+A game *variant* (Farebrother et al., 2018; Scaled QL's online fine-tuning targets) is a game
+in another ALE mode and difficulty, named ``<Game>-m<mode>d<difficulty>`` (``Freeway-m1d0``).
+Its valid modes and difficulties are read from the ROM (:func:`available_modes`); it keeps the
+game's action set and has no reference scores (its raw score is reported, as for Carnival).
 """
 
 from __future__ import annotations
@@ -26,20 +31,33 @@ class GameSpec:
     """One Atari game: its gymnasium name, ALE ROM id and reference scores."""
 
     name: str
-    """CamelCase name as in ``ALE/<name>-v5``, e.g. ``"MsPacman"``."""
+    """CamelCase name as in ``ALE/<name>-v5``, e.g. ``"MsPacman"``; for a variant the game's
+    name with its mode and difficulty, e.g. ``"Freeway-m1d0"``."""
     ale_name: str
     """ale_py ROM id, e.g. ``"ms_pacman"``."""
     random_score: float | None
-    """Score of a uniformly random policy (dqn_zoo table); None when unavailable."""
+    """Score of a uniformly random policy (dqn_zoo table); None when unavailable (and for every
+    variant: the reference scores were measured in the default mode)."""
     human_score: float | None
     """Score of a professional human game tester (dqn_zoo table); None when unavailable."""
+    mode: int | None = None
+    """ALE game mode of a variant (``ALEInterface.setMode``); None: the ROM's default mode."""
+    difficulty: int | None = None
+    """ALE difficulty of a variant (``ALEInterface.setDifficulty``); None: the default."""
+    base: str = ""
+    """A variant's game (``"Freeway"`` for ``"Freeway-m1d0"``); empty for a game itself."""
 
     num_actions_full: ClassVar[int] = NUM_ACTIONS_FULL
 
     @property
+    def is_variant(self) -> bool:
+        return self.mode is not None
+
+    @property
     def env_id(self) -> str:
-        """gymnasium id, e.g. ``"ALE/Pong-v5"``."""
-        return f"ALE/{self.name}-v5"
+        """gymnasium id, e.g. ``"ALE/Pong-v5"`` (a variant's game's id: gymnasium takes the mode
+        and difficulty as ``gym.make`` arguments)."""
+        return f"ALE/{self.base or self.name}-v5"
 
     @property
     def has_reference_scores(self) -> bool:
@@ -56,8 +74,7 @@ class GameSpec:
         return len(self.action_set)
 
 
-@functools.cache
-def _minimal_action_set(ale_name: str) -> tuple[int, ...]:
+def _load_rom(ale_name: str):
     import ale_py
     from ale_py import roms
 
@@ -68,7 +85,19 @@ def _minimal_action_set(ale_name: str) -> tuple[int, ...]:
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     ale = ale_py.ALEInterface()
     ale.loadROM(str(path))
-    return tuple(int(action.value) for action in ale.getMinimalActionSet())
+    return ale
+
+
+@functools.cache
+def _minimal_action_set(ale_name: str) -> tuple[int, ...]:
+    return tuple(int(action.value) for action in _load_rom(ale_name).getMinimalActionSet())
+
+
+@functools.cache
+def available_modes(game: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The valid ALE ``(modes, difficulties)`` of ``game`` (a game's name), read from its ROM."""
+    ale = _load_rom(get_game(game).ale_name)
+    return tuple(int(m) for m in ale.getAvailableModes()), tuple(int(d) for d in ale.getAvailableDifficulties())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,13 +233,35 @@ def _key(text: str) -> str:
 _BY_KEY: dict[str, GameSpec] = {_key(spec.name): spec for spec in GAMES.values()}
 
 
-def get_game(name: str) -> GameSpec:
-    """The :class:`GameSpec` of ``name`` ("Pong", "pong", "ms_pacman" or "ALE/Pong-v5").
+_VARIANT = re.compile(r"^(?P<game>.+?)[-_ ]m(?P<mode>\d+)[-_ ]?d(?P<difficulty>\d+)$", re.IGNORECASE)
 
-    Raises ``KeyError`` naming the game and suggesting the closest registered name.
+
+def variant_name(game: str, mode: int, difficulty: int) -> str:
+    """The registry's name of a game variant: ``variant_name("Freeway", 1, 0) == "Freeway-m1d0"``."""
+    return f"{get_game(game).name}-m{int(mode)}d{int(difficulty)}"
+
+
+def get_game(name: str) -> GameSpec:
+    """The :class:`GameSpec` of ``name`` ("Pong", "pong", "ms_pacman" or "ALE/Pong-v5"), or of a
+    game variant, the game's name followed by ``-m<mode>d<difficulty>`` ("Freeway-m1d0": ALE
+    mode 1, difficulty 0). A variant keeps its game's ROM and action set; its mode and
+    difficulty are checked against the ROM's available ones; it has no reference scores.
+
+    Raises ``KeyError`` naming the game and suggesting the closest registered name, or naming
+    the valid modes and difficulties.
     """
     if not isinstance(name, str):
         raise KeyError(f"game name must be a string, found {name!r} ({type(name).__name__})")
+    variant = _VARIANT.match(name.strip())
+    if variant is not None and _key(variant["game"]) in _BY_KEY:
+        base = _BY_KEY[_key(variant["game"])]
+        mode, difficulty = int(variant["mode"]), int(variant["difficulty"])
+        modes, difficulties = available_modes(base.name)
+        if mode not in modes or difficulty not in difficulties:
+            raise KeyError(f"game variant '{name}': {base.name} has modes {list(modes)} and difficulties "
+                           f"{list(difficulties)}; found mode {mode}, difficulty {difficulty}")
+        return GameSpec(f"{base.name}-m{mode}d{difficulty}", base.ale_name, None, None, mode=mode,
+                        difficulty=difficulty, base=base.name)
     spec = _BY_KEY.get(_key(name))
     if spec is not None:
         return spec

@@ -89,7 +89,7 @@ def test_extra_heads_round_trip_and_fine_tuning_copies_them(tmp_path):
     torch.manual_seed(1)
     new = build_model(cfg).eval()
     report = new.init_from(net)
-    assert report == {"reused_heads": ["Breakout"], "new_heads": ["Boxing"]}
+    assert report == {"reused_heads": ["Breakout"], "new_heads": ["Boxing"], "variant_heads": {}}
     got = new(obs[1:], t([0]))
     want = net(obs[1:], t([1]))
     n = net.action_counts[1]

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from scaled_ql.games import get_game
+
 FORMAT_NAME = "scaled_ql_dataset"
 FORMAT_VERSION = 1
 METADATA_FILE = "scaled_ql_dataset.json"
@@ -201,7 +203,8 @@ def read_metadata(path: str | Path) -> DatasetMetadata:
         path=path,
         format_version=version,
         frame_shape=frame_shape,  # type: ignore[arg-type]
-        games={g: {k: float(v) if k.startswith("return_") else int(v) for k, v in c.items()} for g, c in raw["games"].items()},
+        games={g: {k: float(v) if k.startswith("return_") else v if k == "game" else int(v) for k, v in c.items()}
+               for g, c in raw["games"].items()},
         files=list(raw["files"]),
         collection=dict(raw.get("collection", {})),
     )
@@ -425,6 +428,10 @@ def write_dataset(
             for name, values in returns.items():
                 counts[name] |= {"return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
                                  "return_min": float(np.min(values)), "return_max": float(np.max(values))}
+            for name in counts:  # a game variant records its ALE mode and difficulty beside its name
+                spec = _known_game(name)
+                if spec is not None and spec.is_variant:
+                    counts[name] |= {"game": spec.base, "mode": spec.mode, "difficulty": spec.difficulty}
             writer.finalize()
         finally:
             writer.close()
@@ -464,6 +471,15 @@ def write_dataset(
         return meta
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _known_game(name: str):
+    """The registry's spec of ``name``, or None for a name it does not know (converters may
+    write datasets of games outside the registry)."""
+    try:
+        return get_game(name)
+    except KeyError:
+        return None
 
 
 def _add_episode_returns(returns: dict[str, list[float]], table: pa.Table, ends: np.ndarray) -> None:
@@ -521,6 +537,9 @@ def render_card(meta: DatasetMetadata) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {g} | {v['steps']} | {v['episodes']} | {v['rows']} | {_return_text(v)} |" for g, v in meta.games.items()]
+    variants = [f"{g} is {v['game']} in ALE mode {v['mode']}, difficulty {v['difficulty']}" for g, v in meta.games.items() if "mode" in v]
+    if variants:
+        lines += ["Game variants: " + "; ".join(variants) + ".", ""]
     lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} | |", ""]
     lines += ["## How it was made", ""]
     if c:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ale_py import AtariVectorEnv
 
 from scaled_ql.config import EnvConfig
+from scaled_ql.envs.ram import RamVectorEnv
 from scaled_ql.games import get_game
 
 
@@ -38,8 +39,17 @@ def make_vector_env(
     ``frame_stack`` defaults to ``env_cfg.frame_stack``; data collection uses 1 (single frames
     are stored). ``max_episode_steps`` > 0 cuts episodes earlier than the protocol's frame cap
     (reported as truncation).
+
+    A game variant (``Freeway-m1d0``) is played on :class:`scaled_ql.envs.ram.RamVectorEnv`,
+    one emulator per environment in the variant's mode and difficulty, with the same
+    preprocessing and the same interface (``clip_rewards`` is not supported there).
     """
     spec = get_game(game)
+    if spec.is_variant:  # the vector env has no mode or difficulty option: one emulator per env, same protocol
+        if clip_rewards:
+            raise ValueError(f"game variant '{spec.name}': clip_rewards is not supported on its environment; clip in the learner")
+        return RamVectorEnv(spec.name, num_envs, env_cfg, max_episode_steps=max_episode_steps,
+                            frame_stack=env_cfg.frame_stack if frame_stack is None else frame_stack)
     max_frames = env_cfg.max_episode_frames
     if max_episode_steps > 0:
         max_frames = min(max_frames, max_episode_steps * env_cfg.frameskip)

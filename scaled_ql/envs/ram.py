@@ -24,6 +24,11 @@ as s' after a truncation.
 
 ``tests/test_scripted.py`` checks frame-for-frame equality with ``AtariVectorEnv`` on
 deterministic action sequences (sticky actions off) across episode ends.
+
+It is also how game variants are played (``Freeway-m1d0``, :mod:`scaled_ql.games`): the vector
+env has no mode or difficulty option, so every emulator here gets ``setMode`` and
+``setDifficulty`` before its first reset. With ``frame_stack`` > 1 it returns stacks of the last
+``frame_stack`` frames, zero-filled at an episode's start, as the vector env does.
 """
 
 from __future__ import annotations
@@ -87,15 +92,18 @@ def area_resize(image: np.ndarray, ytab: tuple[np.ndarray, np.ndarray], xtab: tu
 class RamVectorEnv:
     """``num_envs`` ALE environments of one game, stepped in Python, returning frames and RAM.
 
-    The interface is the part of ``AtariVectorEnv`` that data collection uses: ``reset(seed)``
-    and ``step(actions)`` (action indices into the game's minimal action set, or the full set
-    with ``env.full_action_space``) return observations uint8 [N, 1, H, W] and ``info`` with
+    The interface is the part of ``AtariVectorEnv`` that data collection and evaluation use:
+    ``reset(seed)`` and ``step(actions)`` (action indices into the game's minimal action set, or
+    the full set with ``env.full_action_space``) return observations uint8 [N, K, H, W]
+    (K = ``frame_stack``) and ``info`` with
     ``ram`` uint8 [N, 128] (the RAM of the returned observation) and, for ended episodes,
     ``final_obs`` and ``final_ram``.
     """
 
-    def __init__(self, game: str, num_envs: int, env_cfg: EnvConfig, *, max_episode_steps: int = 0) -> None:
+    def __init__(self, game: str, num_envs: int, env_cfg: EnvConfig, *, max_episode_steps: int = 0,
+                 frame_stack: int = 1) -> None:
         self.spec = get_game(game)
+        self.frame_stack = frame_stack
         self.num_envs, self.env_cfg = num_envs, env_cfg
         max_frames = env_cfg.max_episode_frames
         if max_episode_steps > 0:
@@ -107,7 +115,7 @@ class RamVectorEnv:
         self._frames = np.zeros(num_envs, dtype=np.int64)  # emulator frames of each running episode
         h = w = env_cfg.frame_size
         self._ytab, self._xtab = area_resize_table(210, h), area_resize_table(160, w)
-        self._obs = np.zeros((num_envs, 1, h, w), dtype=np.uint8)
+        self._obs = np.zeros((num_envs, frame_stack, h, w), dtype=np.uint8)
         # Agent action i is ALE action _actions[i]: the game's minimal set, or all 18.
         ids = range(18) if env_cfg.full_action_space else self.spec.action_set
         self._actions = [Action(int(a)) for a in ids]
@@ -119,6 +127,9 @@ class RamVectorEnv:
         ale.setInt("frame_skip", 1)
         ale.setInt("max_num_frames_per_episode", 0)
         ale.loadROM(self._rom)
+        if self.spec.is_variant:
+            ale.setMode(self.spec.mode)
+            ale.setDifficulty(self.spec.difficulty)
         return ale
 
     def _observe(self, screens: list[np.ndarray]) -> np.ndarray:
@@ -128,9 +139,10 @@ class RamVectorEnv:
     def reset(self, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
         seeds = np.random.SeedSequence(seed).generate_state(self.num_envs) % (2**31 - 1)
         self._ales = [self._new_ale(int(s)) for s in seeds]
+        self._obs[:] = 0
         for e, ale in enumerate(self._ales):
             ale.reset_game()
-            self._obs[e, 0] = self._observe([ale.getScreenGrayscale()])
+            self._obs[e, -1] = self._observe([ale.getScreenGrayscale()])
         self._frames[:] = 0
         return self._obs.copy(), {"ram": self.ram()}
 
@@ -141,12 +153,19 @@ class RamVectorEnv:
     def single_action_count(self) -> int:
         return len(self._actions)
 
+    @property
+    def single_action_space(self):
+        """``gymnasium.spaces.Discrete`` over the agent's actions, as the vector env has."""
+        from gymnasium.spaces import Discrete
+
+        return Discrete(len(self._actions))
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions).reshape(self.num_envs)
         n = self.num_envs
         reward = np.zeros(n, dtype=np.float32)
         terminal, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        final_obs = np.zeros_like(self._obs)
+        final_obs = np.zeros_like(self._obs)  # ended episodes' last stacks
         final_ram = np.zeros((n, 128), dtype=np.uint8)
         skip = self.env_cfg.frameskip
         for e, ale in enumerate(self._ales):
@@ -162,12 +181,14 @@ class RamVectorEnv:
             obs = self._observe(screens if screens else [ale.getScreenGrayscale()])
             terminal[e] = ale.game_over()
             truncated[e] = not terminal[e] and self._frames[e] >= self.max_frames
+            self._obs[e, :-1] = self._obs[e, 1:]
+            self._obs[e, -1] = obs
             if terminal[e] or truncated[e]:
-                final_obs[e, 0], final_ram[e] = obs, ale.getRAM()
+                final_obs[e], final_ram[e] = self._obs[e], ale.getRAM()
                 ale.reset_game()
                 self._frames[e] = 0
-                obs = self._observe([ale.getScreenGrayscale()])
-            self._obs[e, 0] = obs
+                self._obs[e] = 0
+                self._obs[e, -1] = self._observe([ale.getScreenGrayscale()])
         info = {"ram": self.ram(), "final_obs": final_obs, "final_ram": final_ram}
         return self._obs.copy(), reward, terminal, truncated, info
 

@@ -23,8 +23,9 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
     out = []
     for game, res in results["games"].items():
         spec = get_game(game)
+        name = f"{spec.env_id} mode {spec.mode} difficulty {spec.difficulty}" if spec.is_variant else spec.env_id
         common = dict(task_type="reinforcement-learning", task_name="reinforcement-learning",
-                      dataset_type=spec.env_id, dataset_name=spec.env_id)
+                      dataset_type=spec.env_id, dataset_name=name)
         out.append(EvalResult(metric_type="mean_reward", metric_name="mean_reward",
                               metric_value=f"{res['mean']:.2f} +/- {res['std']:.2f}", **common))
         if res.get("human_normalized") is not None:
@@ -106,6 +107,8 @@ def render_model_card(
         cql_alpha=train_config["loss"]["cql_alpha"],
         dr3_coef=train_config["loss"]["dr3_coef"],
         games=games,
+        variants=[f"{g} is {spec.base} in ALE mode {spec.mode}, difficulty {spec.difficulty}"
+                  for g in games if (spec := get_game(g)).is_variant],
         parameters=f"{parameters:,}",
         step=step,
         results_table=rows,

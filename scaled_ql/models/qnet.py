@@ -143,8 +143,10 @@ class MultiGameQNetwork(
     @torch.no_grad()
     def init_from(self, source: "MultiGameQNetwork") -> dict[str, list[str]]:
         """Start from a pretrained network: copy its backbone, and for every game of this network
-        that ``source`` has a head for, that head. Returns which games reused a head and which got
-        a fresh one. The architecture (model and preprocessing settings) must be the same."""
+        that ``source`` has a head for, that head; a game variant (``Freeway-m1d0``) that it has no
+        head for gets its game's head (same action set). Returns which games reused a head (and,
+        under ``variant_heads``, which variant took its game's) and which got a fresh one. The
+        architecture (model and preprocessing settings) must be the same."""
         # Which extra heads there are (and how the policy acts) follows the algorithm, not the architecture.
         extra = ("policy_head", "state_value_head", "act_with")
         mine = {k: v for k, v in _asdict(self.model_cfg).items() if k not in extra}
@@ -165,18 +167,22 @@ class MultiGameQNetwork(
             if mine_head is not None and their_head is not None:
                 pairs.append(((mine_head.weight.view(-1, rows, mine_head.in_features), mine_head.bias.view(-1, rows)),
                               (their_head.weight.view(-1, src_rows, their_head.in_features), their_head.bias.view(-1, src_rows))))
-        reused, fresh = [], []
+        reused, fresh, from_base = [], [], {}
         for g, game in enumerate(self.games):
-            if game not in source.games:
+            # A game variant (Freeway-m1d0) the source has no head for starts from its game's head.
+            origin = game if game in source.games else _variant_base(game)
+            if origin not in source.games:
                 fresh.append(game)
                 continue
-            h, sh = (0, 0) if self.model_cfg.shared_head else (g, source.games.index(game))
+            if origin != game:
+                from_base[game] = origin
+            h, sh = (0, 0) if self.model_cfg.shared_head else (g, source.games.index(origin))
             for (mw, mb), (tw, tb) in pairs:
                 n = min(mw.shape[1], self.max_actions if self.model_cfg.shared_head else self.action_counts[g])
                 mw[h, :n].copy_(tw[sh, :n])
                 mb[h, :n].copy_(tb[sh, :n])
             reused.append(game)
-        return {"reused_heads": reused, "new_heads": fresh}
+        return {"reused_heads": reused, "new_heads": fresh, "variant_heads": from_base}
 
     @property
     def distributional(self) -> bool:
@@ -242,3 +248,11 @@ def build_model(cfg: ExperimentConfig) -> MultiGameQNetwork:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _variant_base(game: str) -> str:
+    """The game of a variant (``Freeway`` for ``Freeway-m1d0``); ``game`` itself otherwise."""
+    try:
+        return get_game(game).base or game
+    except KeyError:
+        return game

@@ -74,7 +74,8 @@ def build_training_state(cfg: ExperimentConfig, device: torch.device):
             report = model.init_from(pretrained)
         except ValueError as err:
             raise ConfigError(f"config key 'finetune.init' ('{source}'): {err}") from None
-        tqdm.write(f"fine-tuning from {source}: heads reused for {report['reused_heads']}, new for {report['new_heads']}")
+        from_base = "".join(f", {v} from {b}'s head" for v, b in report["variant_heads"].items())
+        tqdm.write(f"fine-tuning from {source}: heads reused for {report['reused_heads']}{from_base}, new for {report['new_heads']}")
     sync_target(model, target)
     target.requires_grad_(False)
     # Heads at train.lr; the backbone at train.lr * finetune.backbone_lr_scale, or frozen.
