@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	  fi; \
 	fi
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,peer]"
+	$(PY) -m pip install -q --no-deps "d3rlpy==2.8.1"  # the learning benchmark's peer; see pyproject's `peer` extra
 	@touch $@
 
 # Make a 3-game dataset with real ALE, pretrain CQL+DR3 on it, evaluate in ALE, print the table.

@@ -86,6 +86,10 @@ class Suite:
     notes: str = ""
     probes: tuple[Probe, ...] = ()
     """Run after every seed of the tables; each probe's first seed is the one it was tried on."""
+    peer: tuple[str, ...] = ()
+    """Overrides of the reference-implementation comparison (d3rlpy's DiscreteCQL against ours on
+    ``single_game``, same data, network, batch, optimizer and updates); empty: no peer rows."""
+    peer_seeds: tuple[int, ...] = ()
 
 
 _METHODS = (
@@ -95,6 +99,9 @@ _METHODS = (
     Method("cql_dr3", "CQL + DR3", ("loss.cql_alpha=1.0", "loss.dr3_coef=0.03")),
     Method("iql", "IQL", ("loss.algorithm=iql", "loss.dr3_coef=0", "loss.iql_expectile=0.7", "loss.iql_beta=3.0")),
 )
+
+PEER_METHOD = _METHODS[2]
+"""The method of the reference-implementation comparison: CQL (d3rlpy has no DR3)."""
 
 # Issue 13's levers for learning faster per CPU hour: each changes one setting of CQL + DR3 on
 # Breakout alone at 20,000 updates (evaluated every 4,000, to see when it starts to read the
@@ -138,6 +145,10 @@ SUITES: dict[str, Suite] = {
               "paper's locomotion values).",
         # Added after seeds 1-3 showed state-independent policies on Pong and Breakout: is it the budget?
         # Tried on seed 0; seeds 1-3 added after seed 0 of BC matched the behaviour policy.
+        # Issue 13: d3rlpy's DiscreteCQL against ours on Breakout alone, 1-step returns (d3rlpy has no
+        # n-step), the lever probes' budget and schedule.
+        peer=("data.n_step=1", *_LEVER_BUDGET),
+        peer_seeds=(1, 2, 3),
         probes=tuple(Probe(f"Breakout-{m}-5x", f"{label}, Breakout alone, 5x the updates", "Breakout", m,
                            ("train.steps=40000", "train.eval_every=8000", "train.checkpoint_every=8000"), (0, 1, 2, 3))
                      for m, label in (("bc", "BC"), ("cql_dr3", "CQL + DR3"))) + LEVER_PROBES,
@@ -162,6 +173,8 @@ SUITES: dict[str, Suite] = {
         finetune=("train.batch_size=2", "train.steps=4"),
         behaviour_episodes=2,
         probes=(Probe("Breakout-cql_dr3-2x", "CQL + DR3, Breakout alone, 2x the updates", "Breakout", "cql_dr3", ("train.steps=8",), (0, 1)),),
+        peer=("data.n_step=1",),
+        peer_seeds=(1,),
     ),
 }
 
@@ -228,6 +241,11 @@ class LearningBenchmark:
                 jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
                                 (f"data/finetune-{s.finetune_game}",) + ((pretrain_id,) if start == "pretrained" else ()),
                                 {"method": pre.name, "seed": seed, "start": start, "games": [s.finetune_game]}))
+        if s.peer:
+            for seed in s.peer_seeds:
+                for impl in ("d3rlpy", "ours"):
+                    jobs.append(Job(f"peer/{impl}/seed{seed}", "peer", self._peer_fn(impl, seed, main), ("data/main",),
+                                    {"method": "cql", "seed": seed, "games": [s.single_game], "implementation": impl}))
         # Seed by seed as above: the i-th seed of every probe before any probe's (i+1)-th (a stable sort).
         for _, p, seed in sorted(((i, p, seed) for p in s.probes for i, seed in enumerate(p.seeds)), key=lambda t: t[0]):
             jobs.append(Job(f"probe/{p.name}/seed{seed}", "probe", self._train_fn(
@@ -259,6 +277,20 @@ class LearningBenchmark:
             cfg = self.config(f"games=[{', '.join(games)}]", f"data.path={data}", f"name={name}", f"seed={seed}",
                               *method.overrides, *extra)
             return self._train(cfg)
+
+        return run
+
+    def _peer_fn(self, impl: str, seed: int, data: Path) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            s = self.suite
+            cfg = self.config(f"games=[{s.single_game}]", f"data.path={data}", f"name=peer-{impl}-seed{seed}", f"seed={seed}",
+                              "data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}",
+                              *PEER_METHOD.overrides, *s.peer)
+            if impl == "ours":
+                return self._train(cfg)
+            from scaled_ql.learning_peer import train_d3rlpy_cql
+
+            return train_d3rlpy_cql(cfg, cfg.run_dir)
 
         return run
 
@@ -297,7 +329,9 @@ class LearningBenchmark:
         final = {g: {k: r.get(k) for k in ("mean", "std", "episodes", "returns", "human_normalized", "q_start",
                                            "discounted_mean", "truncated_episodes")}
                  for g, r in result.eval_results["games"].items()}
+        speed = [v for _, v in scalars.get("perf/updates_per_s", [])]  # training only, between evaluations
         return {"run_dir": str(result.run_dir), "updates": result.step, "final": final, "curves": curves,
+                "updates_per_s": round(float(np.median(speed)), 2) if speed else None,
                 "policy": greedy_action_summary(result.checkpoint, cfg), "config": json.loads(cfg.to_json())}
 
     # ------------------------------------------------------------------------------ running

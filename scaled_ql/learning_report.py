@@ -20,6 +20,7 @@ import numpy as np
 
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
+from scaled_ql.learning_bench import PEER_METHOD
 
 
 def _se(values: list[float]) -> float:
@@ -143,6 +144,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
 
     lines += ["", *_policy_lines(suite, games, by_method), ""]
     lines += ["", *_finetune_lines(bench, results), ""]
+    if suite.peer:
+        lines += [*_peer_lines(bench, results, behaviour), ""]
     if suite.probes:
         lines += [*_probe_lines(bench, results, behaviour), ""]
     lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
@@ -248,6 +251,36 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                      if pol else "n/a")
             lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
                          f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {value} | {share} |")
+    return lines
+
+
+def _peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+    """d3rlpy's DiscreteCQL against ours on the same data, network, optimizer and budget."""
+    suite = bench.suite
+    game = suite.single_game
+    lines = [f"## A reference implementation on the same data: d3rlpy's DiscreteCQL, {game}", "",
+             f"d3rlpy's `DiscreteCQL` (`scaled_ql/learning_peer.py`) trained on the {game} episodes of the same dataset "
+             "(exported to its `MDPDataset`, 4-frame stacks by its `FrameStackTransitionPicker`), with the same Nature CNN, "
+             "batch, learning rate, Adam epsilon, gradient clipping, target update period, gamma, CQL alpha, reward "
+             "clipping and number of updates, evaluated by our evaluator under our protocol; ours is the same CQL run "
+             f"(`{' '.join(PEER_METHOD.overrides)} {' '.join(suite.peer)}`). 1-step returns for both: d3rlpy's "
+             "DiscreteCQL has no n-step option. Updates/s: training only, without the evaluations, on this machine.", "",
+             "| implementation | updates | return | (SE episodes) | per seed | versus behaviour | return at each evaluation (mean over seeds) | updates/s |",
+             "|---|---:|---:|---:|---|---|---|---:|"]
+    for impl, label in (("d3rlpy", "d3rlpy 2.x DiscreteCQL"), ("ours", "scaled_ql CQL")):
+        runs = [r for r in results.values() if r["kind"] == "peer" and r.get("implementation") == impl]
+        sm = summarize(runs, game)
+        if sm is None:
+            lines.append(f"| {label} | not run | | | | | | |")
+            continue
+        b = behaviour.get(game)
+        curve = _curve(runs, f"eval_return/{game}")
+        at = ", ".join(f"{int(step) // 1000}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else "n/a"
+        speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
+        version = next((r["peer"]["version"] for r in runs if "peer" in r), "")
+        lines.append(f"| {label}{f' {version}' if version else ''} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} "
+                     f"| ({_fmt(sm['se_episodes'])}) | {', '.join(_fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
+                     f"| {at} | {_fmt(float(np.median(speed))) if speed else 'n/a'} |")
     return lines
 
 

@@ -28,7 +28,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     report = out.read_text()
-    assert "jobs finished: 2 of 15" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
+    assert "jobs finished: 2 of 17" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
     before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
@@ -46,12 +46,20 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert probe["updates"] == 8 and probe["seed"] == 0 and probe["config"]["games"] == ["Breakout"]
     assert probe["config"]["train"]["batch_size"] == 2 and probe["config"]["loss"]["dr3_coef"] == 0.03
 
+    peer = json.loads((results / "peer__d3rlpy__seed1.json").read_text())
+    ours = json.loads((results / "peer__ours__seed1.json").read_text())
+    assert peer["peer"]["library"] == "d3rlpy" and peer["updates"] == ours["updates"] == 4
+    assert peer["config"]["data"]["n_step"] == ours["config"]["data"]["n_step"] == 1 and peer["updates_per_s"] > 0
+    assert peer["final"]["Breakout"]["episodes"] == 2 and ours["config"]["loss"]["cql_alpha"] == 1.0
+
     report = out.read_text()
+    assert "## A reference implementation on the same data: d3rlpy's DiscreteCQL, Breakout" in report
+    assert "| d3rlpy 2.x DiscreteCQL 2.8.1 | 4 |" in report and "| scaled_ql CQL | 4 |" in report
     assert "## Tried beyond the fixed settings" in report
     assert "| CQL + DR3, Breakout alone, 2x the updates (`train.steps=8`), seed 0 (where it was tried) | 8 |" in report
     assert "| CQL + DR3, Breakout alone, 2x the updates, seeds 1 (the check) | 8 |" in report
     assert "| CQL + DR3, Breakout alone, the tables' budget (seeds 1, 2) | 4 |" in report
-    assert "jobs finished: 15 of 15" in report and "not run" not in report
+    assert "jobs finished: 17 of 17" in report and "not run" not in report
     for heading in ("## What the greedy policies do on the data's states", "### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
         assert heading in report
     assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
@@ -74,7 +82,16 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 15
+    assert capsys.readouterr().out.count("done  ") == 17
+
+    # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
+    import shutil
+
+    shutil.rmtree(work / "data" / "main")
+    (results / "probe__Breakout-cql_dr3-2x__seed1.json").unlink()
+    assert main([*args, "--only", "probe/*/seed1"]) == 0
+    assert (work / "data" / "main" / "scaled_ql_dataset.json").is_file()
+    assert "making it again" in capsys.readouterr().out
 
 
 def test_bad_requests_name_what_is_wrong(tmp_path, capsys):
@@ -92,7 +109,7 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert {m.name for m in suite.methods} == {"bc", "dqn", "cql", "cql_dr3", "iql"}
     assert suite.finetune_game in suite.games and suite.single_game in suite.games
     bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
-    assert len(bench.jobs) == 2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + sum(len(p.seeds) for p in suite.probes)
+    assert len(bench.jobs) == 2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) + sum(len(p.seeds) for p in suite.probes)
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
     probes = [j for j in bench.jobs if j.kind == "probe"]
     assert bench.jobs[-len(probes):] == probes and len(probes) == sum(len(p.seeds) for p in suite.probes)
