@@ -396,6 +396,10 @@ class EvalConfig:
     protocol's 108,000-frame cap always applies). Results record it."""
     bootstrap_samples: int = 2_000
     """Stratified-bootstrap resamples for the 95% confidence intervals."""
+    baselines: bool = False
+    """At the final evaluation, also play a uniformly random policy under the same protocol and
+    report it beside the dataset's behaviour return and the learned policy's (what it thinks it
+    gets, Q(s0), beside what it gets): the table ``make demo`` prints."""
 
     def __post_init__(self) -> None:
         _check(self.episodes >= 0, "eval.episodes", "a non-negative integer", self.episodes)

@@ -86,6 +86,14 @@ class Suite:
     notes: str = ""
     probes: tuple[Probe, ...] = ()
     """Run after every seed of the tables; each probe's first seed is the one it was tried on."""
+    mixed_data: tuple[str, ...] = ()
+    """Overrides of the mixed-quality dataset (``prep.policy=mixed``: a share of the environments
+    play the scripted controller, the rest a poor one), on the suite's games; empty: no mixed
+    regime."""
+    mixed_methods: tuple[str, ...] = ()
+    """The methods trained on the mixed-quality dataset (multi-game, the tables' seeds)."""
+    mixed_common: tuple[str, ...] = ()
+    """Overrides of the mixed-regime runs on top of ``common`` (their budget)."""
     peer: tuple[str, ...] = ()
     """Overrides of the reference-implementation comparison (d3rlpy's DiscreteCQL against ours on
     ``single_game``, same data, network, batch, optimizer and updates); empty: no peer rows."""
@@ -147,6 +155,11 @@ SUITES: dict[str, Suite] = {
         # Tried on seed 0; seeds 1-3 added after seed 0 of BC matched the behaviour policy.
         # Issue 13: d3rlpy's DiscreteCQL against ours on Breakout alone, 1-step returns (d3rlpy has no
         # n-step), the lever probes' budget and schedule.
+        # Issue 13's mixed-quality regime, fixed before its first run: the suite's games, a quarter of the
+        # environments (2 of 8) scripted and three quarters poor, both with 10% random actions, 50,000
+        # steps per game as the main data; its methods and budget follow the levers chosen on seed 0.
+        mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.25", "prep.steps_per_game=50000",
+                    "prep.num_envs=8", "prep.max_episode_steps=2000"),
         peer=("data.n_step=1", *_LEVER_BUDGET),
         peer_seeds=(1, 2, 3),
         probes=tuple(Probe(f"Breakout-{m}-5x", f"{label}, Breakout alone, 5x the updates", "Breakout", m,
@@ -175,6 +188,9 @@ SUITES: dict[str, Suite] = {
         probes=(Probe("Breakout-cql_dr3-2x", "CQL + DR3, Breakout alone, 2x the updates", "Breakout", "cql_dr3", ("train.steps=8",), (0, 1)),),
         peer=("data.n_step=1",),
         peer_seeds=(1,),
+        mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.5", "prep.steps_per_game=120",
+                    "prep.num_envs=2", "prep.max_episode_steps=40"),
+        mixed_methods=("bc", "cql_dr3"),
     ),
 }
 
@@ -241,6 +257,15 @@ class LearningBenchmark:
                 jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
                                 (f"data/finetune-{s.finetune_game}",) + ((pretrain_id,) if start == "pretrained" else ()),
                                 {"method": pre.name, "seed": seed, "start": start, "games": [s.finetune_game]}))
+        if s.mixed_data:
+            mixed = self.work / "data" / "mixed"
+            jobs.append(Job("data/mixed", "data", lambda: self._data(games, mixed, s.mixed_data)))
+            for seed in self.seeds:
+                for name in s.mixed_methods:
+                    method = self.methods[name]
+                    jobs.append(Job(f"mixed/{name}/seed{seed}", "mixed", self._train_fn(
+                        f"mixed-{name}-seed{seed}", games, mixed, method, seed, s.mixed_common), ("data/mixed",),
+                        {"method": name, "seed": seed, "games": games}))
         if s.peer:
             for seed in s.peer_seeds:
                 for impl in ("d3rlpy", "ours"):
@@ -266,10 +291,17 @@ class LearningBenchmark:
         if not (out / METADATA_FILE).is_file():
             collect_dataset(cfg, out, progress=self.progress, overwrite=out.exists())
         meta = read_metadata(out)
-        behaviour = {g: evaluate_scripted(g, cfg.prep.epsilon, cfg.env, cfg.eval, episodes=self.suite.behaviour_episodes,
-                                          seed=cfg.seed + 7, discount=(cfg.data.gamma, cfg.data.reward_clip))
-                     for g in games}
-        return {"path": str(out), "games": meta.games, "collection": meta.collection, "behaviour": behaviour}
+
+        def play(game: str, kind: str = "scripted") -> dict[str, Any]:
+            return evaluate_scripted(game, cfg.prep.epsilon, cfg.env, cfg.eval, episodes=self.suite.behaviour_episodes,
+                                     seed=cfg.seed + 7, discount=(cfg.data.gamma, cfg.data.reward_clip), kind=kind)
+
+        record: dict[str, Any] = {"path": str(out), "games": meta.games, "collection": meta.collection}
+        if cfg.prep.policy == "mixed":  # each part of the behaviour measured alone, under the evaluation protocol
+            record["behaviour_parts"] = {g: {kind: play(g, kind) for kind in ("scripted", "poor")} for g in games}
+        else:
+            record["behaviour"] = {g: play(g) for g in games}
+        return record
 
     def _train_fn(self, name: str, games: list[str], data: Path, method: Method, seed: int,
                   extra: tuple[str, ...] = ()) -> Callable[[], dict[str, Any]]:

@@ -144,6 +144,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
 
     lines += ["", *_policy_lines(suite, games, by_method), ""]
     lines += ["", *_finetune_lines(bench, results), ""]
+    if suite.mixed_data:
+        lines += [*_mixed_lines(bench, results), ""]
     if suite.peer:
         lines += [*_peer_lines(bench, results, behaviour), ""]
     if suite.probes:
@@ -251,6 +253,67 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                      if pol else "n/a")
             lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
                          f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {value} | {share} |")
+    return lines
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """``a`` better / worse than ``b`` when the gap of their means exceeds twice the combined
+    standard error (over seeds where there are several, else over episodes)."""
+    se = [x["se_seeds"] if not math.isnan(x["se_seeds"]) else x["se_episodes"] for x in (a, b)]
+    gap, noise = a["mean"] - b["mean"], 2 * math.hypot(*se)
+    if math.isnan(noise):
+        return "n/a"
+    return "**better**" if gap > noise else ("worse" if gap < -noise else "within noise")
+
+
+def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+    """The mixed-quality regime: each part of the behaviour alone, the data, and the methods
+    against the data and against behaviour cloning."""
+    suite = bench.suite
+    data = results.get("data/mixed")
+    lines = ["## Mixed-quality data: does offline RL beat imitation?", "",
+             f"Dataset: `{' '.join(suite.mixed_data)}` on the same games. Per game, "
+             "the first quarter of the environments play the scripted controller and the other three quarters a poor "
+             "controller that reads the same RAM and does the wrong thing (Pong, Breakout: moves the paddle away from "
+             "the ball; Freeway: always DOWN), both with the same share of random actions; so cloning the data's most "
+             "frequent action copies the poor controller, and only the rewards tell the two apart. Runs: "
+             f"{', '.join(bench.methods[m].label for m in suite.mixed_methods)}, one multi-game network each, seeds "
+             f"{', '.join(map(str, bench.seeds))}, the tables' settings with `{' '.join(suite.mixed_common) or 'nothing changed'}`. "
+             "The data's return: mean over its own episodes (both parts). Versus: better or worse when the gap exceeds "
+             "twice the combined standard error.", ""]
+    if data is None:
+        return lines + ["Not run yet.", ""]
+    parts = data.get("behaviour_parts", {})
+    for game in suite.games:
+        g = data["games"].get(game, {})
+        ep = data["collection"].get("parts", {}).get(game, {})
+        lines += [f"### {game} (mixed quality)", "", "| policy | return | (SE) | versus the data | versus BC |", "|---|---:|---:|---|---|"]
+        for kind, label in (("scripted", "scripted controller alone"), ("poor", "poor controller alone")):
+            b = parts.get(game, {}).get(kind)
+            if b:
+                lines.append(f"| {label} (epsilon {b['epsilon']}, {b['episodes']} evaluation episodes) | {_fmt(b['mean'])} "
+                             f"| ({_fmt(b['std'] / math.sqrt(b['episodes']))}) | | |")
+        for kind in ("scripted", "poor"):
+            e = ep.get(kind, {})
+            if e.get("episodes"):
+                lines.append(f"| the data's {kind} part ({e['envs']} of {data['collection']['num_envs']} environments, "
+                             f"{e['episodes']} episodes) | {_fmt(e['return_mean'])} | ({_fmt(e['return_std'] / math.sqrt(e['episodes']))}) | | |")
+        if "return_mean" not in g:
+            continue
+        the_data = {"mean": g["return_mean"], "se_seeds": float("nan"), "se_episodes": g["return_std"] / math.sqrt(g["episodes"])}
+        lines.append(f"| **the data** (all {g['episodes']} episodes) | {_fmt(g['return_mean'])} | ({_fmt(the_data['se_episodes'])}) | | |")
+        sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m], game)
+                for m in suite.mixed_methods}
+        for m in suite.mixed_methods:
+            sm = sums[m]
+            if sm is None:
+                lines.append(f"| {bench.methods[m].label} | not run | | | |")
+                continue
+            bc = sums.get("bc")
+            lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(_fmt(x) for x in sm['per_seed'])}) "
+                         f"| {_fmt(sm['mean'])} | ({_fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
+                         f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != 'bc' else ''} |")
+        lines.append("")
     return lines
 
 

@@ -25,7 +25,7 @@ from scaled_ql.eval.scores import (
     iqm_of_game_means,
     stratified_bootstrap_ci,
 )
-from scaled_ql.games import get_game, human_normalized_score
+from scaled_ql.games import NUM_ACTIONS_FULL, get_game, human_normalized_score
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
 
@@ -297,3 +297,41 @@ def format_score_table(results: dict[str, Any]) -> str:
         if agg["excluded_games"]:
             text.append(f"left out of aggregates (no reference scores): {', '.join(agg['excluded_games'])}")
     return "\n".join(text)
+
+
+def random_policy(games: list[str], env_cfg: EnvConfig, seed: int) -> Policy:
+    """A uniformly random policy over each game's action set (game id = position in ``games``)."""
+    counts = [NUM_ACTIONS_FULL if env_cfg.full_action_space else get_game(g).num_actions for g in games]
+    rng = np.random.default_rng(seed)
+
+    def policy(obs: np.ndarray, game_id: int) -> np.ndarray:
+        return rng.integers(0, counts[game_id], size=obs.shape[0])
+
+    return policy
+
+
+def add_baselines(results: dict[str, Any], games: list[str], env_cfg: EnvConfig, eval_cfg: EvalConfig, seed: int,
+                  data_returns: dict[str, float]) -> dict[str, Any]:
+    """Add to each game of ``results`` the return of a uniformly random policy played under the
+    same protocol (``random_mean``, ``random_std``) and the dataset's mean episode return
+    (``data_mean``, from ``data_returns``); returns ``results``."""
+    rand = evaluate(random_policy(games, env_cfg, seed), games, env_cfg, eval_cfg, seed=seed, progress=False)
+    for game, res in results["games"].items():
+        res["random_mean"], res["random_std"] = rand["games"][game]["mean"], rand["games"][game]["std"]
+        if game in data_returns:
+            res["data_mean"] = data_returns[game]
+    return results
+
+
+def format_learning_table(results: dict[str, Any]) -> str:
+    """Per game: the random policy's return, the data's, the learned policy's, and the start-state
+    value the network believes (``q_start``) beside the discounted return it gets."""
+    rows = [("game", "random", "data", "learned", "beats data", "thinks Q(s0)", "gets (disc.)")]
+    for name, r in results["games"].items():
+        data = r.get("data_mean")
+        beats = "n/a" if data is None else ("yes" if r["mean"] > data else "no")
+        rows.append((name, _fmt(r.get("random_mean"), 1), _fmt(data, 1), f"{r['mean']:.1f} ± {r['std']:.1f}", beats,
+                     _fmt(r.get("q_start")), _fmt(r.get("discounted_mean"))))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    line = lambda row: "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in rows[1:]])

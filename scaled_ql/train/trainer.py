@@ -252,7 +252,8 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
     if cfg.eval.episodes > 0 and main:
-        eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress, sampler)
+        eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress, sampler,
+                                      baselines=cfg.eval.baselines)
         (run_dir / "eval.json").write_text(json.dumps(eval_results, indent=1))
     if writer is not None:
         writer.close()
@@ -365,8 +366,9 @@ def run_evaluation(
     step: int,
     progress: bool,
     sampler: Sampler | None = None,
+    baselines: bool = False,
 ) -> dict[str, Any]:
-    from scaled_ql.eval.evaluate import evaluate, format_score_table
+    from scaled_ql.eval.evaluate import add_baselines, evaluate, format_learning_table, format_score_table
 
     results = evaluate(make_policy(model, device), cfg.games, cfg.env, cfg.eval, seed=cfg.seed + 1_000_003, out_dir=out_dir,
                        progress=progress, discount=(cfg.data.gamma, cfg.data.reward_clip))
@@ -387,4 +389,11 @@ def run_evaluation(
         if isinstance(agg.get("iqm"), dict) and agg["iqm"].get("value") is not None:
             writer.add_scalar("eval_hns/iqm", agg["iqm"]["value"], step)
     tqdm.write(format_score_table(results))
+    if baselines:  # the random policy under the same protocol and the data's own return, beside the learned policy
+        data = {g: c["return_mean"] for meta in (sampler.store.metadata if sampler is not None else [])
+                for g, c in meta.games.items() if "return_mean" in c}
+        add_baselines(results, cfg.games, cfg.env, cfg.eval, cfg.seed + 2_000_003, data)
+        (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
+        tqdm.write("\nwhat it learned (returns per episode; Q(s0) and what it gets are discounted sums of clipped rewards):\n"
+                   + format_learning_table(results))
     return results
