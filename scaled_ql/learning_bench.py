@@ -59,6 +59,9 @@ class Probe:
     method: str
     overrides: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
+    group: str = ""
+    """Probes of one group (the levers tried against one common base run) are reported together in
+    one table of their own, the first of the group being the base."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ PEER_METHOD = _METHODS[2]
 _LEVER_BUDGET = ("train.steps=20000", "train.eval_every=4000", "train.checkpoint_every=4000")
 LEVER_PROBES = tuple(
     Probe(f"Breakout-cql_dr3-20k{suffix}", f"CQL + DR3, Breakout alone, 20k updates{label}", "Breakout", "cql_dr3",
-          (*_LEVER_BUDGET, *overrides))
+          (*_LEVER_BUDGET, *overrides), group="levers")
     for suffix, label, overrides in (
         ("", "", ()),
         ("-shift", ", random-shift augmentation", ("train.augment=shift",)),

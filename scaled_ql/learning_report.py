@@ -148,7 +148,9 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         lines += [*_mixed_lines(bench, results), ""]
     if suite.peer:
         lines += [*_peer_lines(bench, results, behaviour), ""]
-    if suite.probes:
+    if any(p.group for p in suite.probes):
+        lines += [*_lever_lines(bench, results, behaviour), ""]
+    if any(not p.group for p in suite.probes):
         lines += [*_probe_lines(bench, results, behaviour), ""]
     lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
     notes = bench.results / "NOTES.md"
@@ -226,7 +228,7 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
              "| run | updates | return | (SE episodes) | versus behaviour | return at each evaluation (mean over seeds) "
              "| start value: thinks / gets | top action share (agreement) |",
              "|---|---:|---:|---:|---|---|---|---|"]
-    for p in suite.probes:
+    for p in (p for p in suite.probes if not p.group):
         base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]]
         done = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
         tried = [r for r in done if r["seed"] == p.seeds[0]]
@@ -313,6 +315,55 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(_fmt(x) for x in sm['per_seed'])}) "
                          f"| {_fmt(sm['mean'])} | ({_fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
                          f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != 'bc' else ''} |")
+        lines.append("")
+    return lines
+
+
+def reads_screen_at(curve: list[list[float]], target: float) -> int | None:
+    """The first evaluation (in updates) whose return reaches ``target``; None if none did."""
+    return next((int(step) for step, ret in curve if ret >= target), None)
+
+
+def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+    """Each group of lever probes in one table: the base run of the group first, then one row per
+    change, on the seed the levers were tried on (and the others where checked)."""
+    lines = []
+    groups: dict[str, list] = {}
+    for p in bench.suite.probes:
+        if p.group:
+            groups.setdefault(p.group, []).append(p)
+    for name, probes in groups.items():
+        game = probes[0].game
+        b = behaviour.get(game)
+        half = b["mean"] / 2 if b else None
+        lines += [f"## Learning faster per CPU hour: the {name}", "",
+                  f"Each row changes one setting of the first row ({probes[0].label}, `{' '.join(probes[0].overrides)}`), "
+                  f"tried on seed {probes[0].seeds[0]}, which the tables do not use. *Reads the screen at*: the first "
+                  f"evaluation whose return reaches half the behaviour policy's ({_fmt(half)} of {_fmt(b['mean']) if b else 'n/a'}); "
+                  "before that the greedy policy takes nearly one action everywhere. Minutes: the job's wall time "
+                  "(training and evaluations) on this machine, which other work shared at times.", "",
+                  "| change | seeds | return at each evaluation (mean over seeds) | reads the screen at | final return | "
+                  "top action share (agreement) | start value: thinks / gets | minutes | updates/s |",
+                  "|---|---|---|---:|---:|---|---|---:|---:|"]
+        for p in probes:
+            runs = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
+            change = "none (the base)" if p is probes[0] else f"`{' '.join(o for o in p.overrides if o not in probes[0].overrides)}`"
+            sm = summarize(runs, game)
+            if sm is None:
+                lines.append(f"| {change} | | not run | | | | | | |")
+                continue
+            curve = _curve(runs, f"eval_return/{game}")
+            points = [[s, r] for s, r in zip(*curve[:2])] if curve else []
+            at = reads_screen_at(points, half) if half is not None else None
+            pol = [r["policy"][game] for r in runs if "policy" in r]
+            share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})" if pol else "n/a")
+            thinks = [q for q in sm["q_start"] if q is not None]
+            value = (f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}" if thinks else "n/a")
+            speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
+            lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} "
+                         f"| {', '.join(f'{int(s) // 1000}k: {r:.1f}' for s, r in points) or 'n/a'} "
+                         f"| {f'{at:,}' if at is not None else 'not within the run'} | {_fmt(sm['mean'])} | {share} | {value} "
+                         f"| {np.mean([r['wall_s'] for r in runs]) / 60:.0f} | {_fmt(float(np.median(speed))) if speed else 'n/a'} |")
         lines.append("")
     return lines
 
