@@ -134,7 +134,7 @@ LEVER_PROBES = tuple(
 SUITES: dict[str, Suite] = {
     "cpu-small": Suite(
         name="cpu-small",
-        base="tiny.yaml",
+        base="learning_base.yaml",
         games=("Pong", "Breakout", "Freeway"),
         common=("train.batch_size=48", "train.steps=8000", "train.lr=1e-4", "train.target_update_period=1000",
                 "train.eval_every=2000", "train.checkpoint_every=2000", "train.log_every=100", "train.threads=2",
@@ -171,7 +171,7 @@ SUITES: dict[str, Suite] = {
     ),
     "smoke": Suite(  # the test suite's: every job kind on a budget of seconds
         name="smoke",
-        base="tiny.yaml",
+        base="learning_base.yaml",
         games=("Breakout", "Freeway"),
         common=("train.batch_size=4", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2",
                 "train.log_every=1", "train.target_update_period=2", "train.threads=1", "eval.episodes=2",

@@ -186,3 +186,34 @@ def test_shift_augmentation_changes_what_the_network_learns(tmp_path, debug_data
     shifted = pretrain(debug_config(tmp_path / "b", *common, "train.augment=shift"), progress=False)
     a, b = _weights(plain.checkpoint), _weights(shifted.checkpoint)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_baselines_put_random_data_and_learned_side_by_side(tmp_path, debug_dataset, capsys):
+    from scaled_ql.data.store import ReplayStore
+
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.baselines=true", "train.steps=4",
+                       "eval.episodes=2", "eval.max_episode_steps=20")
+    result = pretrain(cfg, progress=False)
+    store = ReplayStore(debug_dataset, cfg.games)
+    whole = store.episode_returns(cfg.prep.max_episode_steps)
+    for game in cfg.games:
+        res = result.eval_results["games"][game]
+        assert res["random_mean"] is not None and res["data_mean"] == pytest.approx(float(whole[game].mean()))
+        assert "q_start" in res and "discounted_mean" in res
+    saved = json.loads((result.run_dir / "eval" / "final" / "eval.json").read_text())
+    assert "random_mean" in saved["games"]["Pong"]
+    out = capsys.readouterr()
+    assert "what it learned" in out.out and "beats data" in out.out and "thinks Q(s0)" in out.out
+
+
+def test_episode_returns_leave_out_episodes_the_budget_cut_short(tmp_path):
+    from tests.fixtures import write_synthetic_dataset
+
+    from scaled_ql.data.store import ReplayStore
+
+    data = write_synthetic_dataset(tmp_path / "d")
+    store = ReplayStore(data.path, data.games)
+    every = store.episode_returns()
+    assert every["Pong"].tolist() == [2.0, 2.0, 0.0] and every["Breakout"].tolist() == [5.0, 7.0, 3.0]
+    # Terminal episodes always count; truncated ones only when they ran the full length (here 7 steps).
+    assert store.episode_returns(7)["Pong"].tolist() == [2.0, 0.0] and store.episode_returns(7)["Breakout"].tolist() == [5.0, 7.0, 3.0]

@@ -185,6 +185,17 @@ class ReplayStore:
         """bool [N]: the row is its episode's last (holds the final observation; not a transition start)."""
         return self.terminal | self.truncated
 
+    def episode_returns(self, full_length: int = 0) -> dict[str, np.ndarray]:
+        """The raw (unclipped) return of every episode, per game of the store. With
+        ``full_length`` > 0, only the episodes that ended by a terminal or ran ``full_length``
+        agent steps, leaving out those a collection budget cut short (whose returns are not a
+        behaviour policy's episode return)."""
+        ends = np.flatnonzero(self.is_last_row)
+        starts = self.episode_start[ends]
+        sums = np.add.reduceat(self.reward.astype(np.float64), starts) if ends.size else np.zeros(0)
+        keep = np.ones(ends.size, dtype=bool) if full_length <= 0 else self.terminal[ends] | (ends - starts >= full_length)
+        return {game: sums[keep & (self.game_id[ends] == g)] for g, game in enumerate(self.games)}
+
     def valid_starts(self, game_id: int) -> np.ndarray:
         """Rows of game ``game_id`` that start a transition (every row but an episode's last)."""
         return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row)

@@ -390,8 +390,11 @@ def run_evaluation(
             writer.add_scalar("eval_hns/iqm", agg["iqm"]["value"], step)
     tqdm.write(format_score_table(results))
     if baselines:  # the random policy under the same protocol and the data's own return, beside the learned policy
-        data = {g: c["return_mean"] for meta in (sampler.store.metadata if sampler is not None else [])
-                for g, c in meta.games.items() if "return_mean" in c}
+        data = {}
+        if sampler is not None:  # the data's whole episodes (not those its collection budget cut short)
+            caps = [int(m.collection.get("max_episode_steps") or 0) for m in sampler.store.metadata]
+            cap = caps[0] if len(set(caps)) == 1 else 0
+            data = {g: float(r.mean()) for g, r in sampler.store.episode_returns(cap).items() if r.size}
         add_baselines(results, cfg.games, cfg.env, cfg.eval, cfg.seed + 2_000_003, data)
         (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
         tqdm.write("\nwhat it learned (returns per episode; Q(s0) and what it gets are discounted sums of clipped rewards):\n"
