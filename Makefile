@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "d3rlpy==2.8.1"  # the learning benchmark's peer; see pyproject's `peer` extra
 	@touch $@
 
-# Make a 3-game dataset with real ALE, pretrain CQL+DR3 on it, evaluate in ALE, print the table.
+# Make a scripted 2-game dataset with real ALE, pretrain CQL+DR3 on it, evaluate in ALE beside a random policy and the data, print the table.
 demo: setup
 	@if [ ! -f data/tiny/scaled_ql_dataset.json ]; then \
 	  $(PY) -m scaled_ql.cli prep --config $(CONFIG) --overwrite; \
