@@ -93,6 +93,7 @@ from scaled_ql.data.format import (
     DatasetFormatError,
     DatasetMetadata,
     canonical_game_name,
+    check_output_folder,
     default_command,
     write_dataset,
 )
@@ -216,9 +217,7 @@ def round_half_up(x: float) -> int:
 
 def check_output(out_dir: str | Path, overwrite: bool) -> None:
     """Fail before any work when ``write_dataset`` would refuse ``out_dir``."""
-    path = Path(out_dir)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
+    check_output_folder(out_dir, overwrite)
 
 
 # ----------------------------------------------------------------------------------------------

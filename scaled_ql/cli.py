@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hub: dataset configs to convert (e.g. atari-pong); default: those of the config's games")
     p.add_argument("--max-episodes", type=int, default=None, help="hub: at most this many episodes per config")
     p.add_argument("--skip-bad", action="store_true", help="dqn-replay/rlu: skip unreadable inputs and list them at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
                        description="Train on the dataset at data.path; checkpoints, TensorBoard logs and the final "
@@ -258,13 +259,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "prep":
         from data_prep.rollout import collect_dataset
 
-        out = args.out or Path(cfg.data.path)
-        if out.exists() and any(out.iterdir()):
-            if not args.overwrite:
-                raise ValueError(f"dataset folder '{out}' already exists and is not empty; pass --overwrite to replace it")
-            import shutil
+        from scaled_ql.data.format import check_output_folder
 
-            shutil.rmtree(out)
+        out = args.out or Path(cfg.data.path)
+        check_output_folder(out, args.overwrite)  # before loading a policy; the old folder stays until the new one is whole
         policy = None
         if cfg.prep.policy == "epsilon_greedy":
             from scaled_ql.eval.run import checkpoint_policy
@@ -272,7 +270,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not cfg.prep.checkpoint:
                 raise ValueError("config key 'prep.checkpoint': expected a checkpoint for prep.policy=epsilon_greedy, found ''")
             policy = checkpoint_policy(cfg.prep.checkpoint, cfg.games, cfg.env)
-        collect_dataset(cfg, out, policy=policy, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
+        collect_dataset(cfg, out, policy=policy, progress=not args.no_progress, overwrite=args.overwrite, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
         print(f"dataset written to {out}")
     elif args.command == "pretrain":
         from scaled_ql.train.trainer import pretrain
@@ -355,20 +353,23 @@ def _convert(source: str, cfg, args: argparse.Namespace) -> None:
             raise ValueError("prep dqn-replay: --root is required (the folder holding <Game>/<run>/replay_logs/)")
         convert_dqn_replay(args.root, out, cfg.games, runs=tuple(args.runs), checkpoints=args.checkpoints,
                            first_fraction=args.first_fraction, sample_fraction=args.sample_fraction, seed=cfg.seed,
-                           skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+                           skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     elif source == "hub":
         from data_prep.hub_datasets import convert_hub_dataset
 
         if not args.repo_id:
             raise ValueError("prep hub: --repo-id is required (a Hub dataset repo id or a local copy)")
         convert_hub_dataset(args.repo_id, out, None if args.hub_config else cfg.games, config_names=args.hub_config,
-                            max_episodes=args.max_episodes, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+                            max_episodes=args.max_episodes, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     else:
         from data_prep.rl_unplugged import convert_rl_unplugged
 
         if not args.input:
             raise ValueError("prep rlu: --input is required (TFRecord files, folders or globs)")
-        convert_rl_unplugged(args.input, out, games=cfg.games, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+        convert_rl_unplugged(args.input, out, games=cfg.games, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     print(f"dataset written to {out}")
 
 

@@ -390,13 +390,12 @@ def write_dataset(
 
     path = Path(path)
     frame_shape = tuple(int(x) for x in frame_shape)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
-        if not (path / METADATA_FILE).is_file():
-            raise FileExistsError(f"refusing to overwrite '{path}': it is not a scaled_ql dataset folder (no {METADATA_FILE})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    check_output_folder(path, overwrite)
+    target = path.resolve()
+    remove_stale_temporaries(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    (work / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": _hostname()}))
     try:
         features = dataset_features(frame_shape)
         counts: dict[str, dict[str, int]] = {}
@@ -465,12 +464,80 @@ def write_dataset(
         )
         (staging / METADATA_FILE).write_text(json.dumps(meta.to_json_dict(), indent=2) + "\n")
         (staging / CARD_FILE).write_text(render_card(meta))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        if target.exists():  # swap: the old folder moves into `work` (removed below), the new one takes its place
+            os.replace(target, work / "replaced")
+        os.replace(staging, target)
         return meta
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_OWNER_FILE = "scaled_ql_writer.json"
+"""In a hidden work folder ``.<name>.XXXX`` next to the output: the writing process's pid and host."""
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def check_output_folder(path: str | Path, overwrite: bool) -> None:
+    """Fail, before any work, where :func:`write_dataset` would refuse the output ``path``: an
+    existing file, a non-empty folder without ``overwrite``, or a folder that is not a
+    scaled_ql dataset (never replaced, even with ``overwrite``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"dataset folder '{path}': a file (not a folder) is at that path; choose another output path")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+        if not (path / METADATA_FILE).is_file():
+            raise FileExistsError(f"refusing to overwrite '{path}': it is not a scaled_ql dataset folder (no {METADATA_FILE})")
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise FileExistsError(f"refusing to overwrite '{path}': it holds the current working directory")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the hidden work folders ``.<name>.XXXX`` that a killed writer of ``path`` left next
+    to it (its process is gone), saying so on stderr; returns them. A work folder of a writer
+    still running on this host is left alone."""
+    path = Path(path).resolve()
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f".{path.name}.*"):
+        if not candidate.is_dir() or candidate.is_symlink():
+            continue
+        owner = candidate / _OWNER_FILE
+        if owner.is_file():
+            try:
+                info = json.loads(owner.read_text())
+                pid, host = int(info["pid"]), str(info["host"])
+            except (ValueError, KeyError, TypeError, OSError):
+                continue
+            if host != _hostname() or _process_alive(pid):
+                continue
+        elif not {p.name for p in candidate.iterdir()} <= {"rows.arrow", "dataset", "replaced"}:
+            continue  # not a work folder of write_dataset (written before owner files existed)
+        size = sum(f.stat().st_size for f in candidate.rglob("*") if f.is_file())
+        shutil.rmtree(candidate, ignore_errors=True)
+        print(f"removed '{candidate}' ({size / 2**20:.1f} MiB): an unfinished write of '{path.name}' whose process is gone",
+              file=sys.stderr)
+        removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _known_game(name: str):
