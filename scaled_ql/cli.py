@@ -114,13 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="learning: list the jobs and whether each has a result")
 
     p = sub.add_parser("data", help="inspect, convert and publish datasets",
-                       description="`info`: games, episodes, transitions, behaviour returns, size, provenance; `show`: one "
+                       description="`info`: games, episodes, transitions, behaviour returns, size, provenance (no checksums); `verify`: "
+                       "every file's sha256, finite rewards, actions in each game's set, episode structure; `show`: one "
                        "transition as training builds it; `export-parquet` / `import-parquet`: Arrow <-> Parquet shards with "
                        "a dataset card and checksums; `push`: upload Parquet shards to a Hub dataset repo in one commit.")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = dsub.add_parser("info", help="summarize an Arrow or Parquet dataset folder")
     q.add_argument("path", type=Path)
     q.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    q = dsub.add_parser("verify", help="check every data file's sha256 and every row's values (reads every byte)")
+    q.add_argument("path", type=Path)
     q = dsub.add_parser("show", help="one transition (stacked obs, action, n-step return, discount, next obs)")
     q.add_argument("path", type=Path)
     q.add_argument("--game", required=True)
@@ -326,6 +329,10 @@ def _data(args: argparse.Namespace) -> None:
     if c == "info":
         info = di.dataset_info(args.path)
         print(json.dumps(info, indent=1) if args.json else di.format_dataset_info(info))
+    elif c == "verify":
+        report = di.verify_dataset(args.path)
+        print(f"dataset {report['path']} verified: {report['data_files']} {report['format']} files, {report['rows']} rows; "
+              "checksums, values (finite rewards, actions in each game's set) and episodes ok")
     elif c == "show":
         t = di.transition(args.path, args.game, args.index, n_step=args.n_step, gamma=args.gamma, reward_clip=args.reward_clip)
         print(di.format_transition(t))

@@ -99,3 +99,70 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_with_a_message(tmp_pat
     assert not stale.exists() and not old_style.exists()
     assert str(stale) in err and "process is gone" in err
     assert running.is_dir() and (unrelated / "todo.txt").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad values in data
+
+
+@pytest.mark.parametrize("column, value, shown", [("reward", np.nan, "reward nan"), ("reward", np.inf, "reward inf"),
+                                                  ("action", 17, "action 17")])
+def test_write_dataset_rejects_bad_values_naming_row_game_and_value(tmp_path, column, value, shown):
+    chunk = episode_chunk(0, DEFAULT_EPISODES[0])  # Pong: 6 actions
+    chunk[column][2] = value
+    with pytest.raises(ValueError, match=rf"writing '.*bad', chunk 0: row 2 \(game Pong\) has {shown}"):
+        write_dataset(tmp_path / "bad", [chunk])
+    assert not (tmp_path / "bad").exists()
+
+
+def _tamper(folder: Path, column: str, row: int, value) -> Path:
+    """Rewrite one value of the dataset's first Arrow file and its checksum, as a writer without
+    the checks would have: the file is consistent, the value is bad."""
+    import pyarrow as pa
+
+    from scaled_ql.data.format import open_arrow_file, sha256_file
+
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    file = folder / meta["files"][0]["name"]
+    _, table = open_arrow_file(file)
+    values = table.column(column).to_numpy().copy()
+    values[row] = value
+    table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), pa.array(values))
+    with pa.OSFile(str(file) + ".new", "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(str(file) + ".new", file)
+    meta["files"][0] |= {"bytes": file.stat().st_size, "sha256": sha256_file(file)}
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    return file
+
+
+@pytest.mark.parametrize("column, value, shown", [("reward", np.float32(np.nan), "reward nan"),
+                                                  ("reward", np.float32(-np.inf), "reward -inf"),
+                                                  ("action", 17, "action 17")])
+def test_store_and_data_verify_reject_bad_values_naming_file_row_game_and_value(tmp_path, capsys, column, value, shown):
+    from scaled_ql.data.store import ReplayStore
+
+    data = write_synthetic_dataset(tmp_path / "data")
+    file = _tamper(data.path, column, 3, value)
+    with pytest.raises(ValueError, match=rf"dataset file '{file}': row 3 \(game Pong\) has {shown}"):
+        ReplayStore(data.path, data.games)
+    assert main(["data", "verify", str(data.path)]) == 2
+    err = capsys.readouterr().err
+    assert str(file) in err and "row 3 (game Pong)" in err and shown in err
+
+
+def test_data_verify_checks_checksums_that_data_info_does_not_read(tmp_path, capsys):
+    data = write_synthetic_dataset(tmp_path / "data")
+    assert main(["data", "verify", str(data.path)]) == 0
+    assert "verified" in capsys.readouterr().out
+    meta = json.loads((data.path / METADATA_FILE).read_text())
+    file = data.path / meta["files"][0]["name"]
+    raw = bytearray(file.read_bytes())
+    pixel = raw.find(bytes([3]) * 2000) + 1000  # inside a frame (fixture frames are runs of step + 1)
+    raw[pixel] ^= 0xFF  # a flipped bit in a frame: the file still parses
+    file.write_bytes(bytes(raw))
+    assert main(["data", "info", str(data.path)]) == 0
+    assert "data verify" in capsys.readouterr().out  # info says it did not check
+    assert main(["data", "verify", str(data.path)]) == 2
+    err = capsys.readouterr().err
+    assert str(file) in err and "sha256" in err and "corrupt" in err

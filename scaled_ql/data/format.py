@@ -339,11 +339,51 @@ def check_episodes(
     return ends
 
 
+def check_values(
+    action: np.ndarray,
+    reward: np.ndarray,
+    game_names: Sequence[str],
+    game_index: np.ndarray,
+    where: str,
+    row_name=lambda row: f"row {row}",
+    full_action_space: bool = False,
+) -> None:
+    """Every reward finite and every action in its game's action set (``0 <= a < n``, n the
+    game's minimal set, or 18 with ``full_action_space``); row ``r`` plays ``game_names[game_index[r]]``.
+    An error names the row, the game and the value."""
+    bad = np.flatnonzero(~np.isfinite(reward))
+    if bad.size:
+        row = int(bad[0])
+        raise DatasetFormatError(f"{where}: {row_name(row)} (game {game_names[game_index[row]]}) has reward {reward[row]}; "
+                                 f"rewards must be finite ({bad.size} such rows)")
+    bounds = np.asarray([_action_count(name, full_action_space) for name in game_names], dtype=np.int64)
+    limit = bounds[game_index] if len(bounds) else np.zeros(0, np.int64)
+    bad = np.flatnonzero((action < 0) | (action >= limit))
+    if bad.size:
+        row = int(bad[0])
+        game = game_names[game_index[row]]
+        raise DatasetFormatError(f"{where}: {row_name(row)} (game {game}) has action {action[row]}, outside the game's "
+                                 f"action set (0 to {limit[row] - 1}, {'full' if full_action_space else 'minimal'} set; {bad.size} such rows)")
+
+
+def _action_count(game: str, full_action_space: bool) -> int:
+    from scaled_ql.games import NUM_ACTIONS_FULL
+
+    if full_action_space:
+        return NUM_ACTIONS_FULL
+    spec = _known_game(game)
+    try:
+        return spec.num_actions if spec is not None else NUM_ACTIONS_FULL
+    except RuntimeError:  # this ale_py has no ROM of the game: only the full set's bound is known
+        return NUM_ACTIONS_FULL
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing
 
 
-def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_SHAPE, where: str = "chunk") -> pa.Table:
+def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_SHAPE, where: str = "chunk",
+                   full_action_space: bool = False) -> pa.Table:
     """Check one chunk of whole episodes (a dict of column arrays) and make an Arrow table."""
     missing = [name for name in COLUMNS if name not in chunk]
     if missing:
@@ -357,7 +397,9 @@ def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_
         if values.shape != (n,):
             raise DatasetFormatError(f"{where}: column '{name}' has shape {list(values.shape)}, expected [{n}] like 'frame'")
     names, inverse = np.unique(columns["game"].astype(str), return_inverse=True)
-    columns["game"] = np.asarray([canonical_game_name(name, where) for name in names.tolist()], dtype=object)[inverse.reshape(-1)]
+    canonical = [canonical_game_name(name, where) for name in names.tolist()]
+    columns["game"] = np.asarray(canonical, dtype=object)[inverse.reshape(-1)]
+    check_values(columns["action"], columns["reward"], canonical, inverse.reshape(-1), where, full_action_space=full_action_space)
     check_episodes(columns["episode_id"], columns["step"], columns["terminal"], columns["truncated"], columns["action"], columns["reward"], where)
     height, width = frame_shape
     pixels = pa.array(np.ascontiguousarray(frames).reshape(-1))
@@ -404,7 +446,8 @@ def write_dataset(
         writer = ArrowWriter(features=features, path=str(work / "rows.arrow"), writer_batch_size=shard_rows)
         try:
             for i, chunk in enumerate(chunks):
-                table = chunk_to_table(chunk, frame_shape, where=f"writing '{path}', chunk {i}")
+                table = chunk_to_table(chunk, frame_shape, where=f"writing '{path}', chunk {i}",
+                                       full_action_space=bool(collection is not None and collection.env.get("full_action_space")))
                 if table.num_rows == 0:
                     continue
                 ends = np.flatnonzero(np.asarray(table["terminal"]) | np.asarray(table["truncated"]))

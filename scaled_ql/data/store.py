@@ -23,6 +23,7 @@ from scaled_ql.data.format import (
     DatasetMetadata,
     canonical_game_name,
     check_episodes,
+    check_values,
     frame_chunk_offsets,
     open_arrow_file,
     read_metadata,
@@ -99,6 +100,10 @@ class ReplayStore:
                 if game_col.type != pa.string():
                     game_col = game_col.cast(pa.string())
                 ids = pc.fill_null(pc.index_in(game_col, value_set=game_set), -1)
+                codes = pc.dictionary_encode(game_col).combine_chunks()
+                check_values(columns["action"][-1], columns["reward"][-1], codes.dictionary.to_pylist(),
+                             codes.indices.to_numpy(zero_copy_only=False), where,
+                             full_action_space=bool(meta.collection.get("env", {}).get("full_action_space")))
                 columns["game_id"].append(ids.to_numpy().astype(np.int16))
                 pixels = np.frombuffer(whole, dtype=np.uint8)
                 self._views.append(
