@@ -166,3 +166,128 @@ def test_data_verify_checks_checksums_that_data_info_does_not_read(tmp_path, cap
     assert main(["data", "verify", str(data.path)]) == 2
     err = capsys.readouterr().err
     assert str(file) in err and "sha256" in err and "corrupt" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints from elsewhere
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A debug Q-network saved as a Hub-ready model folder (config.json + model.safetensors)."""
+    from scaled_ql.models import build_model
+    from tests.conftest import debug_config
+
+    folder = tmp_path / "model"
+    cfg = debug_config(tmp_path)
+    build_model(cfg).save_pretrained(folder)
+    (folder / "train_config.json").write_text(cfg.to_json())
+    return folder
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """The Hub client offline, with an empty cache of its own: nothing touches the network."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def _safetensors_to_pickle_only(folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+
+def test_pickle_only_checkpoints_are_refused_never_unpickled(model_dir, offline_hub, capsys, monkeypatch):
+    import torch
+
+    from scaled_ql.eval.run import load_model
+    from scaled_ql.models import MultiGameQNetwork
+    from scaled_ql.models.weights import WeightsError
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    _safetensors_to_pickle_only(model_dir)
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    with pytest.raises(RuntimeError, match=r"expected a folder holding model.safetensors .*found only pytorch_model.bin, a pickle"):
+        load_model(model_dir)
+    with pytest.raises(WeightsError, match=r"expected weights in model.safetensors, found only pytorch_model.bin, a pickle"):
+        MultiGameQNetwork.from_pretrained(model_dir)
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--episodes", "1"]) == 2
+    assert "pytorch_model.bin" in capsys.readouterr().err
+
+    # The same repo in the Hub's cache (as a download would leave it): refused by name.
+    repo = offline_hub / "models--someone--pickled"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "pytorch_model.bin"):
+        (snapshot / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(WeightsError, match=r"Hub repo 'someone/pickled': no model.safetensors, only a pickle file"):
+        load_model("someone/pickled")
+
+
+def test_mistyped_local_path_fails_at_once_and_unreachable_hub_is_named(tmp_path, offline_hub, monkeypatch, capsys):
+    import time
+
+    from scaled_ql.eval.run import load_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    for typo in ("runs/tny", "./tny", "runs/tiny/checkpoints/9", str(tmp_path / "tny")):
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=rf"checkpoint '{typo}': no such folder"):
+            load_model(typo)
+        assert time.monotonic() - started < 2
+    assert main(["evaluate", "--checkpoint", "runs/tny"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    with pytest.raises(Exception, match=r"could not reach the Hugging Face Hub"):
+        load_model("someone/never-downloaded")
+
+
+def test_non_finite_or_truncated_weights_are_refused_naming_the_file_and_tensor(model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.weights import WeightsError
+
+    state = load_file(str(model_dir / "model.safetensors"))
+    name = sorted(state)[0]
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=rf"model.safetensors': tensor '{name}' has 1 non-finite values"):
+        load_model(model_dir)
+
+    raw = (model_dir / "model.safetensors").read_bytes()
+    (model_dir / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(model_dir / "model.safetensors") in err and "corrupt or truncated" in err
+    assert main(["push", "--checkpoint", str(model_dir), "--repo-id", "me/x", "--dry-run", "--out", str(tmp_path / "up")]) == 2
+    err = capsys.readouterr().err
+    assert str(model_dir / "model.safetensors") in err and "corrupt or truncated" in err
+    assert not (tmp_path / "up").exists()
+
+
+def test_config_sizes_are_checked_against_the_weights_before_building(model_dir):
+    import resource
+
+    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.weights import WeightsError
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["model"]["feature_dim"] = 4_000_000  # the heads alone would be tens of GB
+    (model_dir / "config.json").write_text(json.dumps(config))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(WeightsError, match=r"tensor '.*' has shape \[.*\], but its config.json asks for \[.*4000000"):
+        load_model(model_dir)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: nothing was allocated

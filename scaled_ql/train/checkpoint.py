@@ -222,9 +222,13 @@ def resolve_model_dir(path: str | Path) -> Path:
         latest = latest_checkpoint(path)
         if latest is not None:
             return latest / "model"
+    from scaled_ql.models.weights import PICKLE_FILES
+
+    pickles = [name for name in PICKLE_FILES if (path / name).is_file() or (path / "model" / name).is_file()]
     raise CheckpointError(
         f"checkpoint '{path}': expected a folder holding model.safetensors (or model/model.safetensors, "
-        f"or a run folder with checkpoints/), found none"
+        f"or a run folder with checkpoints/), found "
+        + (f"only {pickles[0]}, a pickle file, which scaled_ql never loads (nothing is unpickled)" if pickles else "none")
     )
 
 
