@@ -291,3 +291,75 @@ def test_config_sizes_are_checked_against_the_weights_before_building(model_dir)
     with pytest.raises(WeightsError, match=r"tensor '.*' has shape \[.*\], but its config.json asks for \[.*4000000"):
         load_model(model_dir)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: nothing was allocated
+
+
+# ----------------------------------------------------------------------------------------------
+# Corrupt and interrupted checkpoints
+
+
+def _truncate(file: Path) -> None:
+    raw = file.read_bytes()
+    file.write_bytes(raw[: len(raw) // 3])
+
+
+@pytest.mark.parametrize("broken", ["model/model.safetensors", "state/optimizer.safetensors"])
+def test_resume_skips_a_corrupt_newest_checkpoint_and_says_so(tmp_path, debug_dataset, capsys, broken):
+    from scaled_ql.train.trainer import pretrain
+    from tests.conftest import debug_config
+
+    common = [f"data.path={debug_dataset}", "eval.episodes=0"]
+    first = pretrain(debug_config(tmp_path, *common), progress=False)
+    assert first.checkpoint.name == "00000020"
+    _truncate(first.checkpoint / broken)
+    capsys.readouterr()
+    resumed = pretrain(debug_config(tmp_path, *common, "train.steps=30"), resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert f"skipped checkpoint '{first.checkpoint}': '{first.checkpoint / broken}' is corrupt or truncated" in out
+    assert "from " + str(first.checkpoint.parent / "00000010") in out and "at step 10" in out
+    assert resumed.step == 30
+
+    # evaluate names the file instead of a raw SafetensorError traceback
+    _truncate(resumed.checkpoint / "model" / "model.safetensors")
+    assert main(["evaluate", "--checkpoint", str(resumed.run_dir), "--episodes", "1"]) == 2
+    assert str(resumed.checkpoint / "model" / "model.safetensors") in capsys.readouterr().err
+
+
+def test_resume_after_a_kill_during_the_first_checkpoint_says_it_starts_fresh(tmp_path, debug_dataset, monkeypatch, capsys):
+    from scaled_ql.train import checkpoint as ckpt_mod
+    from scaled_ql.train.trainer import pretrain
+    from tests.conftest import debug_config
+
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "eval.episodes=0")
+    real_save_file = ckpt_mod.save_file
+
+    def dying_save_file(tensors, path, *a, **k):
+        if "optimizer" in str(path):
+            raise KeyboardInterrupt("simulated kill during the first checkpoint write")
+        return real_save_file(tensors, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", dying_save_file)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, progress=False)
+    monkeypatch.setattr(ckpt_mod, "save_file", real_save_file)
+    capsys.readouterr()
+    resumed = pretrain(cfg, resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "the only checkpoint write" in out and ".tmp-00000010" in out and "was interrupted" in out
+    assert "starting fresh from step 0" in out
+    assert resumed.step == 20
+
+
+def test_resume_refuses_a_dataset_regenerated_at_the_same_path(tmp_path, capsys):
+    from scaled_ql.train.trainer import pretrain
+    from tests.conftest import debug_config
+
+    data = write_synthetic_dataset(tmp_path / "data")
+    common = [f"data.path={data.path}", "eval.episodes=0", "train.steps=10", "data.n_step=1"]
+    pretrain(debug_config(tmp_path, *common), progress=False)
+    episodes = tuple(e for e in DEFAULT_EPISODES if e.rewards != (7.0,))  # the same games, other data
+    write_dataset(data.path, (episode_chunk(i, e) for i, e in enumerate(episodes)), overwrite=True)
+    assert main(["pretrain", "--config", DEBUG, "--resume", "--no-progress", f"runs_dir={tmp_path / 'runs'}", *common,
+                 "train.steps=20"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on dataset" in err and "data.path now holds" in err and str(data.path) in err
+    assert err.count("fingerprint") == 2

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -211,6 +212,74 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed from (a missing, truncated or corrupt file,
+    named), or None when every file is readable. Reads the safetensors headers (which cover
+    the file's length) and the JSON files, not the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    for name in ("model/config.json", "model/model.safetensors", "model/train_config.json", "state/target.safetensors",
+                 "state/rng.safetensors", "state/trainer.json"):
+        if not (path / name).is_file():
+            return f"'{path / name}' is missing"
+    for file in sorted(path.rglob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    handle.keys()
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"'{file}' is corrupt or truncated ({err})"
+    meta = json.loads((path / "state" / "trainer.json").read_text())
+    if not meta.get("sharded_optimizer") and not (path / "state" / "optimizer.safetensors").is_file():
+        return f"'{path / 'state' / 'optimizer.safetensors'}' is missing"
+    return None
+
+
+def find_resumable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint of ``run_dir`` and, one line each, what was skipped and why
+    (a newer corrupt checkpoint; a ``.tmp-`` folder of a write that was killed; none at all)."""
+    root = Path(run_dir) / CHECKPOINTS
+    notes = []
+    for candidate in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            return candidate, notes
+        notes.append(f"skipped checkpoint '{candidate}': {problem}")
+    partial = sorted(root.glob(".tmp-*")) if root.is_dir() else []
+    why = (f"the only checkpoint write, '{partial[-1]}', was interrupted before it completed" if partial and not notes
+           else "no checkpoint is intact" if notes else f"'{root}' holds no checkpoint")
+    notes.append(f"--resume: nothing to resume in '{run_dir}' ({why}): starting fresh from step 0")
+    return None, notes
+
+
+def dataset_fingerprint(metadata: list[Any]) -> dict[str, Any]:
+    """What identifies the training data: its folders and one sha256 over every data file's
+    sha256 (from the datasets' metadata, so nothing is read)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for meta in metadata:
+        for entry in meta.files:
+            digest.update(f"{entry['name']}:{entry['sha256']}\n".encode())
+    return {"paths": [str(m.path) for m in metadata], "sha256": digest.hexdigest(), "rows": sum(m.num_rows for m in metadata)}
+
+
+def check_same_dataset(path: Path, meta: dict[str, Any], current: dict[str, Any]) -> None:
+    """Stop when checkpoint ``path`` was trained on other data than ``current`` (a dataset
+    regenerated at the same path, say), naming both."""
+    saved = meta.get("ranks", [{}])[0].get("dataset")
+    if saved is None or saved["sha256"] == current["sha256"]:
+        return  # checkpoints written before fingerprints were recorded are not checked
+    raise CheckpointError(
+        f"checkpoint '{path}' was trained on dataset {saved['paths']} with fingerprint {saved['sha256'][:16]} ({saved['rows']} rows), "
+        f"but data.path now holds {current['paths']} with fingerprint {current['sha256'][:16]} ({current['rows']} rows): the "
+        "data changed (regenerated at the same path?). Resume with the original data, or start a new run (name=...)"
+    )
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a run folder, a checkpoint folder or its ``model/`` folder; return the ``model/`` folder."""
     path = Path(path)
@@ -249,7 +318,7 @@ def load_checkpoint(path: Path, cfg: ExperimentConfig, model: nn.Module, target:
         target.load_state_dict(load_file(path / "state" / "target.safetensors"), strict=True)
         meta = json.loads((path / "state" / "trainer.json").read_text())
         rngs = load_file(path / "state" / "rng.safetensors")
-    except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+    except (OSError, RuntimeError, KeyError, json.JSONDecodeError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint '{path}' could not be loaded: {err}") from None
     mine = {k.split(".", 1)[1]: v for k, v in rngs.items() if k.startswith(f"rank{rank}.")}
     if mine:
@@ -281,7 +350,7 @@ def load_optimizer(path: Path, loaded: LoadedState, optimizer: Any, rank: int, w
             inner = getattr(optimizer, "optimizer", optimizer)
             inner.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), loaded.meta["optimizer"]))
             match_param_layout(inner)
-    except (OSError, RuntimeError, KeyError, ValueError, json.JSONDecodeError) as err:
+    except (OSError, RuntimeError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint '{path}': the optimizer state could not be loaded: {err}") from None
 
 

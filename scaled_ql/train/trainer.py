@@ -23,7 +23,8 @@ from scaled_ql.data.augment import augment_batch
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
-from scaled_ql.train.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint
+from scaled_ql.train.checkpoint import (check_compatible, check_same_dataset, dataset_fingerprint, find_resumable_checkpoint,
+                                       latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint)
 from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step, unwrap
 
@@ -154,9 +155,13 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     model, target, optimizer = build_training_state(cfg, device)
 
     step, last_ckpt, loaded = 0, None, None
-    found = latest_checkpoint(run_dir) if resume else None
+    found, notes = find_resumable_checkpoint(run_dir) if resume else (None, [])
+    for note in notes if main else []:
+        tqdm.write(note)
+    dataset = dataset_fingerprint(store.metadata)
     if found is not None:
         loaded = load_checkpoint(found, cfg, model, target, rank=topo.rank)
+        check_same_dataset(found, loaded.meta, dataset)
         step, last_ckpt = loaded.step, found
     model, optimizer = prepare(accelerator, model, optimizer)
     net = unwrap(model)
@@ -184,7 +189,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         online.start_actor(cfg, net, device, topo)
 
     def checkpoint(at: int) -> Path:
-        state = {"sampler": sampler.state_dict(), **({"holdout_sampler": holdout.state_dict()} if holdout else {}),
+        state = {"sampler": sampler.state_dict(), "dataset": dataset, **({"holdout_sampler": holdout.state_dict()} if holdout else {}),
                  **(online.state_dict() if online else {})}
         return save_checkpoint(run_dir, at, cfg, net, target, optimizer, state, accelerator,
                                write_rank_files=online.save_store if online else None)
