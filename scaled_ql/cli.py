@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be: the path and the cause
+        where = f"'{err.filename}': " if err.filename else ""
+        print(f"scaled-ql {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 def _bench_learning(args: argparse.Namespace) -> None:

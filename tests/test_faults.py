@@ -363,3 +363,71 @@ def test_resume_refuses_a_dataset_regenerated_at_the_same_path(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "was trained on dataset" in err and "data.path now holds" in err and str(data.path) in err
     assert err.count("fingerprint") == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Operating errors: one line naming the path and the cause, no leftovers
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path, debug_dataset, capsys):
+    runs = tmp_path / "runs"
+    runs.write_text("a file where the runs folder should be")
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={runs}", f"data.path={debug_dataset}"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(runs) in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_runs_dir_is_one_line(tmp_path, debug_dataset, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runs.chmod(0o555)
+    try:
+        assert main(["pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={runs}", f"data.path={debug_dataset}"]) == 2
+    finally:
+        runs.chmod(0o755)
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(runs) in line and "Permission denied" in line
+
+
+def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmp_path, debug_dataset):
+    """A real write failure: the process may not write files over 100 kB (RLIMIT_FSIZE, as a full
+    disk fails a write), so the first checkpoint's weights cannot be written."""
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+        "from scaled_ql.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={runs}",
+                           f"data.path={debug_dataset}", "eval.episodes=0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_line_error(proc.stderr)
+    assert "could not write checkpoint" in line and str(runs / "debug" / "checkpoints" / "00000010") in line
+    assert "File too large" in line
+    assert [p.name for p in (runs / "debug" / "checkpoints").iterdir()] == []
+
+
+def test_full_disk_during_prep_is_one_line_and_leaves_no_temporaries(tmp_path):
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+        "from scaled_ql.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-c", script, "prep", "--config", DEBUG, "--no-progress", f"data.path={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_line_error(proc.stderr)
+    assert "File too large" in line and str(out) in line, line
+    assert list(tmp_path.iterdir()) == []

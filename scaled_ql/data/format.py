@@ -511,6 +511,8 @@ def write_dataset(
             os.replace(target, work / "replaced")
         os.replace(staging, target)
         return meta
+    except OSError as err:  # a full disk, a read-only folder: name the dataset being written (pyarrow's errors do not)
+        raise OSError(err.errno, f"writing dataset: {err.strerror or err}", str(err.filename or path)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

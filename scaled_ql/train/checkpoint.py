@@ -153,48 +153,55 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):  # left by a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        (tmp / "state").mkdir(parents=True)
-    _barrier(accelerator)
+    try:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp-*"):  # left by a save that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            (tmp / "state").mkdir(parents=True)
+        _barrier(accelerator)
 
-    layout = _optimizer_layout(optimizer, accelerator)
-    sharded = layout != "full"
-    if write_rank_files is not None:
-        write_rank_files(tmp / "state")
-    if sharded:
-        opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
-        save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
-        (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
-    gathered = [rank_state] if accelerator is None else gather_object([rank_state])
-    rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
-    if rank == 0:
-        model.save_pretrained(tmp / "model")
-        (tmp / "model" / "train_config.json").write_text(cfg.to_json())
-        save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
-        meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded,
-                                "optimizer_layout": layout, "ranks": gathered}
-        if not sharded:
-            opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
-            save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
-        save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
-        (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
-    _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
+        layout = _optimizer_layout(optimizer, accelerator)
+        sharded = layout != "full"
+        if write_rank_files is not None:
+            write_rank_files(tmp / "state")
+        if sharded:
+            opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
+            save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
+            (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
+        gathered = [rank_state] if accelerator is None else gather_object([rank_state])
+        rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
+        if rank == 0:
+            model.save_pretrained(tmp / "model")
+            (tmp / "model" / "train_config.json").write_text(cfg.to_json())
+            save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
+            meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded,
+                                    "optimizer_layout": layout, "ranks": gathered}
+            if not sharded:
+                opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
+                save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
+            save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
+            (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
+        _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
 
-    if rank == 0:
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        if rank == 0:
+            _fsync_tree(tmp)
+            if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fd = os.open(root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    except (OSError, SafetensorError) as err:  # a full disk, a read-only folder: one line naming both, no leftovers
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = getattr(err, "strerror", None) or str(err)
+        raise CheckpointError(f"could not write checkpoint '{final}': {cause}"
+                              + (f" ('{err.filename}')" if getattr(err, "filename", None) else "")
+                              + "; no partial checkpoint was left") from None
     _barrier(accelerator)
     return final
 
