@@ -184,8 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     from scaled_ql.config import ConfigError
 
+    from scaled_ql.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+
     try:
         return _dispatch(args)
+    except TrainingInterrupted as stop:
+        print(f"scaled-ql {args.command}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"scaled-ql {args.command}: interrupted (a second Ctrl-C: no checkpoint was written)", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)

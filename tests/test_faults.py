@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -431,3 +432,71 @@ def test_full_disk_during_prep_is_one_line_and_leaves_no_temporaries(tmp_path):
     line = _one_line_error(proc.stderr)
     assert "File too large" in line and str(out) in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# SIGTERM / SIGINT: finish the update, checkpoint, one line, a distinct exit status
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=lambda s: s.name)
+def test_signal_writes_a_checkpoint_and_exits_with_its_own_status(tmp_path, debug_dataset, signum):
+    import time
+
+    from scaled_ql.train.checkpoint import checkpoint_problem, latest_checkpoint
+    from scaled_ql.train.interrupt import EXIT_INTERRUPTED
+    from scaled_ql.train.trainer import pretrain
+    from tests.conftest import debug_config
+
+    common = [f"data.path={debug_dataset}", "eval.episodes=0", "train.checkpoint_every=1000000"]
+    run = tmp_path / "runs" / "debug"
+    proc = subprocess.Popen([sys.executable, "-m", "scaled_ql.cli", "pretrain", "--config", DEBUG, "--no-progress",
+                             f"runs_dir={tmp_path / 'runs'}", *common, "train.steps=1000000"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "tb").is_dir() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the loop
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+    line = _one_line_error(err)
+    saved = latest_checkpoint(run)
+    assert saved is not None and checkpoint_problem(saved) is None
+    step = int(saved.name)
+    assert f"stopped by {signum.name} at step {step}" in line and str(saved) in line and "--resume" in line
+
+    resumed = pretrain(debug_config(tmp_path, *common, f"train.steps={step + 3}"), resume=True, progress=False)
+    assert resumed.step == step + 3
+
+
+def test_slurm_script_asks_for_the_warning_signal_and_requeues(tmp_path):
+    """A fake srun that, like accelerate's workers, checkpoints and exits on SIGTERM; the batch
+    script gets SLURM's warning signal (USR1), forwards it as SIGTERM and requeues the job."""
+    import stat
+    import time
+
+    text = (ROOT / "launch" / "slurm.sbatch").read_text()
+    assert "#SBATCH --signal=B:USR1@" in text and "#SBATCH --requeue" in text
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    tools = {
+        "scontrol": f'if [[ $1 == show ]]; then printf "gpu-01\\n"; else echo "scontrol $*" >> {log}; fi\n',
+        "srun": f'trap \'echo "srun got TERM" >> {log}; exit 75\' TERM\necho started >> {log}\n'
+                'for i in $(seq 600); do sleep 0.1; done\n',
+    }
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body)
+        (bin_dir / name).chmod(0o755 | stat.S_IXUSR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "ACCELERATE_"))}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_NNODES="1", SLURM_JOB_NODELIST="gpu-01", SLURM_JOB_ID="4242")
+    proc = subprocess.Popen(["bash", "launch/slurm.sbatch"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (log.is_file() and "started" in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    calls = log.read_text()
+    assert "srun got TERM" in calls and "scontrol requeue 4242" in calls, (calls, out, err)
+    assert "requeue" in out + err

@@ -25,6 +25,7 @@ from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
 from scaled_ql.train.checkpoint import (check_compatible, check_same_dataset, dataset_fingerprint, find_resumable_checkpoint,
                                        latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint)
+from scaled_ql.train.interrupt import TrainingInterrupted, stop_on_signals, stop_requested
 from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step, unwrap
 
@@ -122,7 +123,8 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
         torch.set_num_threads(cfg.train.threads)
     accelerator, cfg, topo = make_accelerator(cfg)
     try:
-        return _train(cfg, accelerator, topo, resume, progress)
+        with stop_on_signals():  # SIGTERM / SIGINT / SIGUSR1: finish the update, checkpoint, stop
+            return _train(cfg, accelerator, topo, resume, progress)
     finally:
         shutdown(accelerator)
 
@@ -250,6 +252,14 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
             if main:
                 run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress, sampler)
             accelerator.wait_for_everyone()
+        stopped_by = stop_requested(accelerator, sync=step % check_every == 0)
+        if stopped_by is not None:
+            if last_ckpt is None or last_ckpt.name != f"{step:08d}":
+                last_ckpt = checkpoint(step)
+            for closing in (bar, online, writer):
+                if closing is not None:
+                    closing.close()
+            raise TrainingInterrupted(stopped_by, step, last_ckpt)
     bar.close()
     if online is not None:
         online.close()
