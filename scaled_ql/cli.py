@@ -268,7 +268,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     source = "ale"
     if args.command == "prep" and args.overrides and args.overrides[0] in sources:
         source, args.overrides = args.overrides[0], args.overrides[1:]
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, training=args.command != "prep")
     if args.command == "prep" and source != "ale":
         _convert(source, cfg, args)
     elif args.command == "prep":
@@ -288,8 +288,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         collect_dataset(cfg, out, policy=policy, progress=not args.no_progress, overwrite=args.overwrite, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
         print(f"dataset written to {out}")
     elif args.command == "pretrain":
+        from scaled_ql.config import resume_config
         from scaled_ql.train.trainer import pretrain
 
+        if args.resume:  # the run's own saved config; only what a resume may change is taken from the command line
+            cfg, changes = resume_config(cfg, args.overrides)
+            if (cfg.run_dir / "config.json").is_file():
+                print(f"resuming run '{cfg.run_dir}' with its saved config.json"
+                      + (f"; changed: {'; '.join(changes)}" if changes else " (nothing changed)"))
         result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
         print(f"run folder: {result.run_dir}  (step {result.step}, checkpoint {result.checkpoint})")
     elif args.command == "bench":

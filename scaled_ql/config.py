@@ -444,12 +444,6 @@ class ExperimentConfig:
             self.model.shared_head,
         )
         self._apply_algorithm()
-        _check(
-            self.train.batch_size % len(self.games) == 0,
-            "train.batch_size",
-            f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
-            self.train.batch_size,
-        )
         # Game names are validated against the registry here, before any work starts.
         from scaled_ql.games import get_game
 
@@ -459,6 +453,16 @@ class ExperimentConfig:
                     get_game(name)
                 except KeyError as err:
                     raise ConfigError(f"config key '{key}': {err.args[0]}") from None
+
+    def check_training(self) -> None:
+        """Checks of training settings only (not run for ``scaled-ql prep``: a training setting
+        must not block data preparation)."""
+        _check(
+            self.train.batch_size % len(self.games) == 0,
+            "train.batch_size",
+            f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
+            self.train.batch_size,
+        )
 
     def _apply_algorithm(self) -> None:
         """Give the network the heads ``loss.algorithm`` trains (see :data:`ALGORITHMS`)."""
@@ -576,8 +580,10 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return _build(ExperimentConfig, data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load ``path`` (YAML) and apply ``key.sub=value`` overrides; validate everything."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                training: bool = True) -> ExperimentConfig:
+    """Load ``path`` (YAML) and apply ``key.sub=value`` overrides; validate everything (with
+    ``training=False``, everything but the training settings' own checks)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -594,10 +600,56 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         keys, value = parse_override(text)
         apply_override(data, keys, value)
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
+        if training:
+            cfg.check_training()
+        return cfg
     except ConfigError as err:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{err}") from None
+
+
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.eval_every", "train.keep_checkpoints",
+                  "train.threads", "train.device", "data.path", "dist.world_size", "eval")
+"""What ``--resume`` may change in a run's saved config (a longer run, its logging and evaluation,
+where its unchanged data now lives: resume checks the data's fingerprint). ``name`` and
+``runs_dir`` pick the run."""
+
+
+def resume_config(requested: ExperimentConfig, overrides: list[str] | tuple[str, ...] = ()) -> tuple[ExperimentConfig, list[str]]:
+    """The config to resume ``requested.run_dir`` with: the run's own saved ``config.json``, with
+    the ``overrides`` among :data:`RESUMABLE_KEYS` applied; returns it and one line per change.
+    An override of another key that differs from the saved value stops, naming the key and both
+    values. Without a saved config (nothing to resume yet) ``requested`` is returned as is."""
+    saved_path = requested.run_dir / "config.json"
+    if not saved_path.is_file():
+        return requested, []
+    saved = load_config_json(saved_path).to_dict()
+    data = json.loads(json.dumps(saved))
+    data["dist"]["world_size"] = 0  # the launcher's, resolved again (a DDP run may resume on another count)
+    changes = []
+    for text in overrides:
+        keys, value = parse_override(text)
+        dotted = ".".join(keys)
+        if dotted in ("name", "runs_dir"):
+            continue
+        old: Any = saved
+        for part in keys:
+            old = old.get(part) if isinstance(old, dict) else None
+        if old == value:
+            continue
+        if not any(dotted == k or dotted.startswith(k + ".") for k in RESUMABLE_KEYS):
+            raise ConfigError(f"--resume: config key '{dotted}' cannot change when resuming run '{requested.run_dir}' "
+                              f"(its {saved_path} has {old!r}, the command line asks for {value!r}); a resume may change "
+                              f"only {', '.join(RESUMABLE_KEYS)}. Start a new run (name=...) to change it")
+        apply_override(data, keys, value)
+        changes.append(f"{dotted}: {old!r} -> {value!r}")
+    try:
+        cfg = config_from_dict(data)
+        cfg.check_training()
+        return cfg, changes
+    except ConfigError as err:
+        raise ConfigError(f"--resume with {saved_path}: {err}") from None
 
 
 def load_config_json(path: str | Path) -> ExperimentConfig:

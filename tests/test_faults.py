@@ -500,3 +500,34 @@ def test_slurm_script_asks_for_the_warning_signal_and_requeues(tmp_path):
     calls = log.read_text()
     assert "srun got TERM" in calls and "scontrol requeue 4242" in calls, (calls, out, err)
     assert "requeue" in out + err
+
+
+# ----------------------------------------------------------------------------------------------
+# A new user's first hour
+
+
+def test_readme_resume_command_takes_the_runs_own_config(tmp_path, debug_dataset, capsys):
+    runs = f"runs_dir={tmp_path / 'runs'}"
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", runs, "name=mine", f"data.path={debug_dataset}",
+                 "train.steps=10", "eval.episodes=0"]) == 0
+    capsys.readouterr()
+    # As the README writes it: the config file's data.path (data/debug) and train.steps (20) are not the run's.
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", runs, "name=mine", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "with its saved config.json (nothing changed)" in out and "(step 10," in out
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", runs, "name=mine", "--resume", "train.steps=15"]) == 0
+    out = capsys.readouterr().out
+    assert "changed: train.steps: 10 -> 15" in out and "(step 15," in out
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", runs, "name=mine", "--resume", "train.steps=20", "seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert "'seed' cannot change when resuming" in err and "0" in err and "3" in err
+
+
+def test_prep_is_not_blocked_by_a_training_setting(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["prep", "--config", DEBUG, "--no-progress", f"data.path={out}", "train.batch_size=7",
+                 "prep.steps_per_game=40"]) == 0
+    assert (out / METADATA_FILE).is_file()
+    assert main(["pretrain", "--config", DEBUG, "--no-progress", f"data.path={out}", "train.batch_size=7",
+                 f"runs_dir={tmp_path / 'runs'}"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err
