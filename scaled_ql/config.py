@@ -568,12 +568,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``path`` to ``value``; a mapping given for a section is merged into it key by key
+    (``train={steps: 5}`` is ``train.steps=5``: it never resets the section's other keys)."""
     node = data
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        for key, sub in value.items():
+            apply_override(node[path[-1]], [str(key)], sub)
+        return
     node[path[-1]] = value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' appears twice in one section (lines {seen[key].start_mark.line + 1} "
+                                  f"and {key_node.start_mark.line + 1}); YAML would silently keep the second")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
@@ -590,12 +610,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as err:
             raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        except ConfigError as err:
+            raise ConfigError(f"config file '{path}': {err}") from None
+        if loaded is None:
+            raise ConfigError(f"config file '{path}' is empty: expected a mapping of config keys (an experiment); "
+                              "leave out --config to run on the built-in defaults")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}': expected a mapping at the top level, found {type(loaded).__name__}")
-        data = loaded or {}
+        data = loaded
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)

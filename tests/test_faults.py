@@ -531,3 +531,19 @@ def test_prep_is_not_blocked_by_a_training_setting(tmp_path, capsys):
     assert main(["pretrain", "--config", DEBUG, "--no-progress", f"data.path={out}", "train.batch_size=7",
                  f"runs_dir={tmp_path / 'runs'}"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_config_surprises_are_errors_or_do_what_they_say(tmp_path):
+    from scaled_ql.config import ConfigError, load_config
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here yet\n")
+    with pytest.raises(ConfigError, match=r"config file '.*empty.yaml' is empty"):
+        load_config(empty)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  steps: 10\n  batch_size: 8\n  steps: 2000\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml': key 'steps' appears twice in one section \(lines 2 and 4\)"):
+        load_config(twice)
+    # A mapping override sets the keys it names and keeps the section's others (it used to reset them).
+    cfg = load_config(DEBUG, ["train={steps: 5}"])
+    assert cfg.train.steps == 5 and cfg.train.batch_size == 8 and cfg.train.checkpoint_every == 10
