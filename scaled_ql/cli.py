@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,41 @@ OVERRIDES_HELP = (
     "config overrides as key.sub=value (YAML values), e.g. train.steps=200 data.path=data/mine; "
     "an unknown key or wrong type stops with the key named"
 )
+
+
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
+"""A ``key.sub=value`` override; never taken as the value of an option with several values."""
+MULTI_VALUE = ("runs", "checkpoints", "input", "hub_config", "game", "games", "only", "seeds", "tags")
+
+
+def _int_or_override(text: str) -> int | str:
+    if OVERRIDE.match(text):
+        return text  # moved to the overrides by _split_overrides
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+
+
+def _split_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options with several values (``--input a b``) take every word up to the next option, so
+    ``key=value`` overrides written after them land in their list: move them to the overrides."""
+    moved = []
+    for name in MULTI_VALUE:
+        values = getattr(args, name, None)
+        if not isinstance(values, list):
+            continue
+        mine = [v for v in values if isinstance(v, str) and OVERRIDE.match(v)]
+        if mine:
+            kept = [v for v in values if v not in mine]
+            if not kept:
+                parser.error(f"--{name.replace('_', '-')}: expected at least one value before the key=value overrides {mine}")
+            setattr(args, name, kept)
+            moved += mine
+    if moved:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(moved)} (this command takes no key=value overrides)")
+        args.overrides = [*args.overrides, *moved]
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -42,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="dataset folder to write (default: the config's data.path)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.add_argument("--root", type=Path, default=None, help="dqn-replay: folder holding <Game>/<run>/replay_logs/")
-    p.add_argument("--runs", type=int, nargs="+", default=[1], help="dqn-replay: run numbers to convert (default: 1)")
-    p.add_argument("--checkpoints", type=int, nargs="+", default=None, help="dqn-replay: checkpoint numbers (default: all)")
+    p.add_argument("--runs", type=_int_or_override, nargs="+", default=[1], help="dqn-replay: run numbers to convert (default: 1)")
+    p.add_argument("--checkpoints", type=_int_or_override, nargs="+", default=None, help="dqn-replay: checkpoint numbers (default: all)")
     p.add_argument("--first-fraction", type=float, default=None,
                    help="dqn-replay: keep the first fraction of each run's checkpoints (Scaled QL's sub-optimal data: 0.2)")
     p.add_argument("--sample-fraction", type=float, default=None,
@@ -82,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run epsilon-greedy episodes (epsilon 0.001) of every game the checkpoint knows; write "
                        "eval.json (returns, mean, std, human-normalized score; mean/median/IQM with 95%% stratified-"
                        "bootstrap CIs) and eval.png.")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a run folder, a checkpoint folder or its model/ folder")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="a run folder, a checkpoint folder, its model/ folder, or a Hub model repo id (owner/name; "
+                   "only a path that does not exist here is looked up on the Hub)")
     p.add_argument("--episodes", type=int, default=None, help="episodes per game (default: the checkpoint's eval.episodes)")
     p.add_argument("--games", nargs="+", default=None, help="evaluate only these games (default: all the checkpoint's games)")
     p.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes after this many agent steps (CPU budget)")
@@ -106,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=(), metavar="PATTERN",
                    help="learning: run only the jobs whose ids match these shell patterns (and what they need), "
                    "e.g. 'multi/cql*' 'data/*'")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="learning: seeds (default: the suite's)")
+    p.add_argument("--seeds", type=_int_or_override, nargs="+", default=None, help="learning: seeds (default: the suite's)")
     p.add_argument("--work", type=Path, default=None, help="learning: datasets and runs (default runs/bench-learning/SUITE)")
     p.add_argument("--results", type=Path, default=None, help="learning: one JSON per finished job (default docs/results/SUITE)")
     p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="learning: the report")
@@ -173,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; every ``key=value`` word ends up in ``overrides``."""
     parser = build_parser()
     # Overrides may follow options or other positionals (`bench train --config X a.b=1`).
     args, extra = parser.parse_known_args(argv)
@@ -181,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    _split_overrides(parser, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     args.argv = argv
     from scaled_ql.config import ConfigError
 

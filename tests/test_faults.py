@@ -547,3 +547,28 @@ def test_config_surprises_are_errors_or_do_what_they_say(tmp_path):
     # A mapping override sets the keys it names and keeps the section's others (it used to reset them).
     cfg = load_config(DEBUG, ["train={steps: 5}"])
     assert cfg.train.steps == 5 and cfg.train.batch_size == 8 and cfg.train.checkpoint_every == 10
+
+
+def test_options_with_several_values_do_not_swallow_overrides(capsys):
+    from scaled_ql.cli import parse_args
+
+    args = parse_args(["prep", "rlu", "--config", DEBUG, "--input", "a.tfrecord", "b*", "data.path=data/x", "seed=3"])
+    assert args.input == ["a.tfrecord", "b*"] and args.overrides == ["rlu", "data.path=data/x", "seed=3"]
+    args = parse_args(["prep", "dqn-replay", "--runs", "1", "2", "train.steps=5", "--checkpoints", "3", "name=y"])
+    assert args.runs == [1, 2] and args.checkpoints == [3] and args.overrides == ["dqn-replay", "train.steps=5", "name=y"]
+    args = parse_args(["finetune", "--init", "runs/a", "--data", "d", "--game", "Alien", "Pong", "train.steps=7"])
+    assert args.game == ["Alien", "Pong"] and args.overrides == ["train.steps=7"]
+    with pytest.raises(SystemExit):
+        parse_args(["evaluate", "--checkpoint", "runs/a", "--games", "Pong", "train.steps=5"])
+    assert "takes no key=value overrides" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["prep", "--runs", "x"])
+    assert "invalid int value: 'x'" in capsys.readouterr().err
+
+
+def test_evaluate_help_mentions_hub_repo_ids_and_launch_readme_shows_deepspeed_on_cpu(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "Hub model repo id (owner/name" in " ".join(capsys.readouterr().out.split())
+    text = (ROOT / "launch" / "README.md").read_text()
+    assert "torchrun --standalone --nproc_per_node 2 -m scaled_ql.cli pretrain" in text and "dist.backend=deepspeed" in text
