@@ -635,7 +635,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.eval_every", "train.keep_checkpoints",
-                  "train.threads", "train.device", "data.path", "dist.world_size", "eval")
+                  "train.threads", "train.device", "data.path", "dist.world_size", "eval", "online.anneal_offline_to")
 """What ``--resume`` may change in a run's saved config (a longer run, its logging and evaluation,
 where its unchanged data now lives: resume checks the data's fingerprint). ``name`` and
 ``runs_dir`` pick the run."""

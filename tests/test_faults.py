@@ -572,3 +572,24 @@ def test_evaluate_help_mentions_hub_repo_ids_and_launch_readme_shows_deepspeed_o
     assert "Hub model repo id (owner/name" in " ".join(capsys.readouterr().out.split())
     text = (ROOT / "launch" / "README.md").read_text()
     assert "torchrun --standalone --nproc_per_node 2 -m scaled_ql.cli pretrain" in text and "dist.backend=deepspeed" in text
+
+
+def test_online_counts_in_tensorboard_are_running_totals(tmp_path, debug_dataset):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scaled_ql.train.trainer import pretrain
+    from tests.conftest import debug_config
+
+    cfg = debug_config(tmp_path, f"data.path={debug_dataset}", "online.enabled=true", "online.num_envs=2",
+                       "online.env_steps_per_update=4", "online.max_episode_steps=10", "online.capacity_rows=2000",
+                       "eval.episodes=0", "train.log_every=5")
+    result = pretrain(cfg, progress=False)
+    events = EventAccumulator(str(result.run_dir / "tb"))
+    events.Reload()
+    env_steps = [e.value for e in events.Scalars("online/env_steps")]
+    episodes = [e.value for e in events.Scalars("online/episodes")]
+    per_update = 4 * 2 * len(cfg.games)  # vector steps x environments x games
+    assert env_steps == [per_update * s for s in (5, 10, 15, 20)]
+    assert episodes == sorted(episodes) and episodes[-1] > episodes[0] > 0  # 10-step episodes keep ending
+    actor = json.loads((result.checkpoint / "state" / "trainer.json").read_text())["ranks"][0]["actor"]
+    assert episodes[-1] == actor["episodes_finished"]

@@ -328,6 +328,8 @@ class _OnlinePart:
         out = {"online/offline_fraction": self.mix.offline_fraction, "online/replay_rows": float(len(self.store))}
         if self.last is not None:
             out |= {k.replace("actor/", "online/"): v for k, v in self.last.metrics().items() if "mean" not in k}
+        if self.actor is not None:  # running totals over the run (the report's counts are this update's only)
+            out |= {"online/env_steps": float(self.actor.env_steps), "online/episodes": float(self.actor.episodes_finished)}
         if self.returns:  # episodes that ended since the last log
             out["online/return"] = float(np.mean(self.returns))
             self.returns = []
