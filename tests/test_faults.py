@@ -593,3 +593,27 @@ def test_online_counts_in_tensorboard_are_running_totals(tmp_path, debug_dataset
     assert episodes == sorted(episodes) and episodes[-1] > episodes[0] > 0  # 10-step episodes keep ending
     actor = json.loads((result.checkpoint / "state" / "trainer.json").read_text())["ranks"][0]["actor"]
     assert episodes[-1] == actor["episodes_finished"]
+
+
+def test_capped_evaluations_are_marked_and_never_published_as_the_games_score(model_dir, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    from scaled_ql.hub.card import eval_results
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--episodes", "2", "--games", "Pong",
+                 "--max-episode-steps", "20", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "eval.json").read_text())
+    pong = results["games"]["Pong"]
+    assert pong["capped"] and pong["capped_episodes"] == 2  # Pong never ends in 20 steps
+    assert results["aggregate"]["capped_games"] == ["Pong"]
+    assert "*" in printed and "capped: episodes cut at 20 agent steps (Pong 2 of 2)" in printed
+    assert eval_results(results) == []  # no model-index entry for a capped score
+
+    folder = tmp_path / "upload"
+    assert main(["push", "--checkpoint", str(model_dir), "--repo-id", "me/capped", "--dry-run", "--eval",
+                 str(out / "eval.json"), "--out", str(folder)]) == 0
+    card = ModelCard.load(folder / "README.md")
+    assert "Pong (capped)" in card.text and "not full-game scores" in card.text
+    assert not card.data.eval_results
