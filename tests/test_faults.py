@@ -617,3 +617,49 @@ def test_capped_evaluations_are_marked_and_never_published_as_the_games_score(mo
     card = ModelCard.load(folder / "README.md")
     assert "Pong (capped)" in card.text and "not full-game scores" in card.text
     assert not card.data.eval_results
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpoint(tmp_path):
+    """Two processes (torchrun, gloo on CPU): SIGTERM reaches rank 1 only; both ranks agree,
+    write one checkpoint together and stop; the run resumes from it."""
+    import time
+
+    from scaled_ql.train.checkpoint import checkpoint_problem, latest_checkpoint
+
+    data = write_synthetic_dataset(tmp_path / "data").path
+    common = [f"data.path={data}", "eval.episodes=0", "train.batch_size=8", "train.checkpoint_every=1000000",
+              "train.threads=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "scaled_ql.cli",
+           "pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={tmp_path / 'runs'}", *common]
+    run = tmp_path / "runs" / "debug"
+    proc = subprocess.Popen([*cmd, "train.steps=1000000"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run / "tb").is_dir() and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(2.0)
+    workers = []
+    for _ in range(50):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children]
+        if len(workers) == 2:
+            break
+        time.sleep(0.1)
+    ranks = {}
+    for pid in workers:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        rank = next(int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK="))
+        ranks[rank] = pid
+    os.kill(ranks[1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert "stopped by SIGTERM at step" in err, err[-4000:]
+    saved = latest_checkpoint(run)
+    assert saved is not None and checkpoint_problem(saved) is None, err[-4000:]
+    meta = json.loads((saved / "state" / "trainer.json").read_text())
+    assert meta["world_size"] == 2 and len(meta["ranks"]) == 2 and meta["step"] == int(saved.name)
+    step = int(saved.name)
+    resumed = subprocess.run([*cmd, f"train.steps={step + 2}", "--resume"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert latest_checkpoint(run).name == f"{step + 2:08d}"
