@@ -663,3 +663,40 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpoint(tmp_path):
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert latest_checkpoint(run).name == f"{step + 2:08d}"
+
+
+def test_streamed_episodes_with_bad_values_are_refused_naming_row_and_game():
+    import pyarrow as pa
+
+    from scaled_ql.data.format import chunk_to_table
+    from scaled_ql.data.parquet import iter_whole_episodes
+
+    table = chunk_to_table(episode_chunk(0, DEFAULT_EPISODES[0]))
+    rewards = table.column("reward").to_numpy().copy()
+    rewards[4] = np.inf
+    bad = table.set_column(table.schema.get_field_index("reward"), "reward", pa.array(rewards))
+    with pytest.raises(ValueError, match=r"streamed Pong, rows 0 to 6: row 4 \(game Pong\) has reward inf"):
+        list(iter_whole_episodes(bad.to_batches(max_chunksize=3), "streamed Pong"))
+    actions = table.column("action").to_numpy().copy()
+    actions[1] = 40
+    bad = table.set_column(table.schema.get_field_index("action"), "action", pa.array(actions))
+    with pytest.raises(ValueError, match=r"row 1 \(game Pong\) has action 40"):
+        list(iter_whole_episodes(bad.to_batches(), "streamed Pong"))
+
+
+def test_data_info_names_a_corrupt_file_and_data_verify_reads_parquet(tmp_path, capsys):
+    from scaled_ql.data.parquet import export_parquet
+
+    data = write_synthetic_dataset(tmp_path / "data")
+    export_parquet(data.path, tmp_path / "parquet")
+    assert main(["data", "verify", str(tmp_path / "parquet")]) == 0
+    assert "parquet files" in capsys.readouterr().out
+
+    meta = json.loads((data.path / METADATA_FILE).read_text())
+    file = data.path / meta["files"][0]["name"]
+    raw = bytearray(file.read_bytes())
+    raw[-200] ^= 0xFF  # lands in the game names: not UTF-8 any more
+    file.write_bytes(bytes(raw))
+    assert main(["data", "info", str(data.path)]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert str(file) in err and "corrupt" in err

@@ -53,8 +53,15 @@ def _small_batches(path: Path) -> tuple[str, dict[str, Any], Iterator[pa.RecordB
 
     def arrow_batches() -> Iterator[pa.RecordBatch]:
         for entry in arrow.files:
-            _, table = open_arrow_file(path / entry["name"], arrow.frame_shape)
-            yield from table.select(SMALL_COLUMNS).to_batches()
+            file = path / entry["name"]
+            _, table = open_arrow_file(file, arrow.frame_shape)
+            small = table.select(SMALL_COLUMNS)
+            try:
+                small.validate(full=True)  # e.g. a game name that is not UTF-8 (a flipped byte)
+            except pa.ArrowInvalid as err:
+                raise DatasetFormatError(f"dataset file '{file}' is corrupt (its small columns do not validate: {err}); "
+                                         "scaled-ql data verify checks every file's checksum") from None
+            yield from small.to_batches()
 
     return "arrow", {**arrow.to_json_dict(), "path": str(path)}, arrow_batches()
 
