@@ -293,6 +293,11 @@ def test_config_sizes_are_checked_against_the_weights_before_building(model_dir)
         load_model(model_dir)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: nothing was allocated
 
+    config["model"] |= {"feature_dim": 64, "backbone": "vit", "vit_depth": 10**6}  # would take hours to build
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=r"asks for 1000000 ViT layers \(model.vit_depth\), but the file holds only"):
+        load_model(model_dir)
+
 
 # ----------------------------------------------------------------------------------------------
 # Corrupt and interrupted checkpoints

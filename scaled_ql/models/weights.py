@@ -77,6 +77,11 @@ def check_config_against_weights(cls, model_kwargs: dict[str, Any], file: Path) 
     """Build ``cls(**model_kwargs)`` on the meta device (no memory) and compare every tensor's
     shape with the file's header; a mismatch names the tensor and both shapes."""
     shapes = _header_shapes(file)
+    model = model_kwargs.get("model") or {}
+    depth = model.get("vit_depth") if model.get("backbone") == "vit" else None
+    if isinstance(depth, int) and depth > len(shapes):  # every layer has tensors: building that many would only take long
+        raise WeightsError(f"weights file '{file}': its config.json asks for {depth} ViT layers (model.vit_depth), "
+                           f"but the file holds only {len(shapes)} tensors")
     with torch.device("meta"):
         probe = cls(**model_kwargs)
     expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
