@@ -705,3 +705,47 @@ def test_data_info_names_a_corrupt_file_and_data_verify_reads_parquet(tmp_path, 
     assert main(["data", "info", str(data.path)]) == 2
     err = _one_line_error(capsys.readouterr().err)
     assert str(file) in err and "corrupt" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Context rows: an episode joined in progress (DQN-Replay's oldest episode per checkpoint)
+
+
+def _joined_chunk(context: int = 3, steps: int = 4) -> dict:
+    """An episode whose first ``context`` rows (steps -3..-1) are context, then ``steps`` transitions."""
+    chunk = episode_chunk(2, DEFAULT_EPISODES[2])  # Pong, T = 8: 9 rows
+    rows = context + steps + 1
+    chunk = {k: np.asarray(v)[:rows].copy() for k, v in chunk.items()}
+    chunk["step"] = np.arange(-context, rows - context, dtype=np.int32)
+    chunk["terminal"][:] = False
+    chunk["truncated"] = np.arange(rows) == rows - 1
+    chunk["action"][-1], chunk["reward"][-1] = 0, 0.0
+    return chunk
+
+
+def test_context_rows_are_stored_counted_apart_and_never_sampled(tmp_path):
+    from scaled_ql.data.inspect import dataset_info
+    from scaled_ql.data.parquet import export_parquet, import_parquet
+    from scaled_ql.data.sampler import Sampler
+    from scaled_ql.data.store import ReplayStore
+    from tests.fixtures import decode_stack
+
+    meta = write_dataset(tmp_path / "data", [_joined_chunk(), episode_chunk(3, DEFAULT_EPISODES[3])])
+    assert meta.games["Pong"] == {**meta.games["Pong"], "rows": 8, "episodes": 1, "steps": 4, "context_rows": 3}
+    assert "context rows of an episode joined in progress" in (tmp_path / "data" / "README.md").read_text()
+    store = ReplayStore(tmp_path / "data", ["Pong", "Breakout"])
+    assert store.valid_starts(0).tolist() == [3, 4, 5, 6]  # not the context rows 0-2, not the last row 7
+    batch = Sampler(store, 2, n_step=1, seed=0).batch_at(store.valid_starts(0))
+    assert decode_stack(batch.obs[0]) == [(2, 0), (2, 1), (2, 2), (2, 3)]  # real frames, no zero padding
+    info = dataset_info(tmp_path / "data")
+    assert info["games"]["Pong"]["transitions"] == 4 and info["games"]["Pong"]["context_rows"] == 3
+    export_parquet(tmp_path / "data", tmp_path / "parquet")
+    back = import_parquet(tmp_path / "parquet", tmp_path / "back")
+    assert back.games["Pong"]["context_rows"] == 3 and back.games["Pong"]["steps"] == 4
+
+    with pytest.raises(ValueError, match=r"ends an episode with step 0: after its context rows an episode needs"):
+        write_dataset(tmp_path / "bad", [_joined_chunk(3, 0)])
+    chunk = _joined_chunk()
+    chunk["step"] = chunk["step"] + 5  # starts at step 2: neither 0 nor a context row
+    with pytest.raises(ValueError, match=r"row 0 .*has step 2, expected 0"):
+        write_dataset(tmp_path / "bad", [chunk])

@@ -20,7 +20,8 @@ Columns (one row per step; frames are single, never pre-stacked: stacking is the
 ``truncated``  bool                       this row is the episode's last and the episode
                                           was cut (time limit or collection budget)
 ``episode_id`` int64                      unique across the whole dataset
-``step``       int32                      index of the row within its episode
+``step``       int32                      index of the row within its episode (negative:
+                                          a context row, see below)
 ``game``       string                     registry name (``scaled_ql.games``), e.g. "Pong"
 =============  =========================  ================================================
 
@@ -30,6 +31,12 @@ r_t received for it. Row T holds the final observation o_T (gymnasium's ``info["
 with action 0, reward 0 and exactly one of ``terminal`` (game over: do not bootstrap) or
 ``truncated`` (time limit or end of the collection budget: bootstrap from o_T). No other row
 has either flag set. Every row except an episode's last is a valid transition start.
+
+Context rows (an episode joined in progress, e.g. the oldest episode of a DQN-Replay checkpoint,
+whose start was overwritten). Its first rows may carry negative steps -c .. -1: real earlier
+frames kept only so that the frame stacks of the rows after them are made of real frames, not
+zero padding. A context row is never a transition start and counts in no transition total; the
+episode's step 0 row follows them, and it has at least one transition.
 """
 
 from __future__ import annotations
@@ -327,11 +334,17 @@ def check_episodes(
             f"{where}: {row_name(bad)}: episode_id changes where no episode ended (or an episode ended without episode_id changing): "
             "rows of one episode must be contiguous and end with a terminal or truncated row"
         )
-    expected_step = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    first_step = np.minimum(step[starts].astype(np.int64), 0)  # negative: context rows (see the module docstring)
+    expected_step = np.arange(n, dtype=np.int64) - np.repeat(starts - first_step, lengths)
     wrong = np.flatnonzero(step != expected_step)
     if wrong.size:
         row = wrong[0]
         raise DatasetFormatError(f"{where}: {row_name(row)} (episode_id {episode_id[row]}) has step {step[row]}, expected {expected_step[row]}")
+    wrong = np.flatnonzero(step[ends] < 1)
+    if wrong.size:
+        row = ends[wrong[0]]
+        raise DatasetFormatError(f"{where}: {row_name(row)} ends an episode with step {step[row]}: after its context rows an "
+                                 "episode needs a step 0 row and a final row (at least one transition)")
     wrong = np.flatnonzero((action[ends] != 0) | (reward[ends] != 0))
     if wrong.size:
         row = ends[wrong[0]]
@@ -458,12 +471,16 @@ def write_dataset(
                 seen_ids.update(ids)
                 rows_per_game = _value_counts(table["game"])
                 episodes_per_game = _value_counts(table["game"].take(pa.array(ends)))
+                context = np.asarray(table["step"]) < 0
+                context_per_game = _value_counts(table["game"].filter(pa.array(context))) if context.any() else {}
                 _add_episode_returns(returns, table, ends)
                 for name, rows in rows_per_game.items():
                     c = counts.setdefault(name, {"rows": 0, "episodes": 0, "steps": 0})
                     c["rows"] += rows
                     c["episodes"] += episodes_per_game.get(name, 0)
-                    c["steps"] = c["rows"] - c["episodes"]
+                    if context_per_game.get(name):
+                        c["context_rows"] = c.get("context_rows", 0) + context_per_game[name]
+                    c["steps"] = c["rows"] - c["episodes"] - c.get("context_rows", 0)
                 writer.write_table(table)
             if not counts:
                 raise DatasetFormatError(f"writing '{path}': no rows were given")
@@ -652,7 +669,7 @@ def render_card(meta: DatasetMetadata) -> str:
     variants = [f"{g} is {v['game']} in ALE mode {v['mode']}, difficulty {v['difficulty']}" for g, v in meta.games.items() if "mode" in v]
     if variants:
         lines += ["Game variants: " + "; ".join(variants) + ".", ""]
-    lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} | |", ""]
+    lines += [f"| **total** | {sum(int(v['steps']) for v in meta.games.values())} | {meta.num_episodes} | {meta.num_rows} | |", ""]
     lines += ["## How it was made", ""]
     if c:
         policy = c.get("policy", "?")
@@ -707,6 +724,11 @@ def render_card(meta: DatasetMetadata) -> str:
         "Row convention (RLDS-like): an episode of T agent steps is T + 1 contiguous rows. Row t holds the observation "
         "before action t, action t and reward r_t. The last row holds the final observation with action 0 and reward 0, "
         "and is marked `terminal` (game over) or `truncated` (time limit or collection budget: bootstrap from it).",
+    ]
+    if any(v.get("context_rows") for v in meta.games.values()):
+        lines[-1] += (" Rows with a negative `step` are context rows of an episode joined in progress (its start was not "
+                      "recorded): their frames fill the frame stacks of the rows after them, and no transition starts at one.")
+    lines += [
         "",
         f"`{METADATA_FILE}` lists the row and episode counts per game and the sha256 of every Arrow file; "
         "scaled_ql verifies them when it opens the folder.",

@@ -92,29 +92,33 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
         ends = np.flatnonzero(whole.column("terminal").to_numpy() | whole.column("truncated").to_numpy())
         starts = np.concatenate(([0], ends[:-1] + 1))
         returns = np.add.reduceat(whole.column("reward").to_numpy().astype(np.float64), starts)
-        lengths = ends - starts  # agent steps T
+        context = np.minimum(whole.column("step").to_numpy()[starts].astype(np.int64), 0)  # -(context rows)
+        lengths = ends - starts + context  # agent steps T (context rows of an episode joined in progress excluded)
         terminal = whole.column("terminal").to_numpy()[ends]
         games = whole.column("game").take(pa.array(starts)).to_numpy(zero_copy_only=False)
         for game in dict.fromkeys(games.tolist()):
             mask = games == game
-            g = per_game.setdefault(game, {"returns": [], "lengths": [], "terminal": []})
+            g = per_game.setdefault(game, {"returns": [], "lengths": [], "terminal": [], "context": []})
+            g["context"].append(-context[mask])
             g["returns"].append(returns[mask])
             g["lengths"].append(lengths[mask])
             g["terminal"].append(terminal[mask])
     games_out: dict[str, Any] = {}
     for game in meta["games"]:
-        g = per_game.get(game, {"returns": [], "lengths": [], "terminal": []})
+        g = per_game.get(game, {"returns": [], "lengths": [], "terminal": [], "context": []})
         lengths = np.concatenate(g["lengths"]) if g["lengths"] else np.zeros(0, np.int64)
+        context_rows = int(sum(int(c.sum()) for c in g["context"]))
         terminal = np.concatenate(g["terminal"]) if g["terminal"] else np.zeros(0, bool)
         returns = np.concatenate(g["returns"]) if g["returns"] else np.zeros(0)
         episodes, transitions = int(lengths.size), int(lengths.sum())
-        if episodes != int(meta["games"][game]["episodes"]) or episodes + transitions != int(meta["games"][game]["rows"]):
+        if episodes != int(meta["games"][game]["episodes"]) or episodes + transitions + context_rows != int(meta["games"][game]["rows"]):
             raise DatasetFormatError(
-                f"dataset folder '{path}': game '{game}' has {episodes + transitions} rows and {episodes} episodes, "
+                f"dataset folder '{path}': game '{game}' has {episodes + transitions + context_rows} rows and {episodes} episodes, "
                 f"its metadata says {meta['games'][game]['rows']} and {meta['games'][game]['episodes']}"
             )
         games_out[game] = {
-            "rows": episodes + transitions,
+            "rows": episodes + transitions + context_rows,
+            **({"context_rows": context_rows} if context_rows else {}),
             "episodes": episodes,
             "terminal_episodes": int(terminal.sum()),
             "truncated_episodes": int((~terminal).sum()),

@@ -382,7 +382,9 @@ def export_parquet(
                 raise DatasetFormatError(
                     f"dataset folder '{meta.path}': game '{game}' has {rows} rows and {episodes} episodes, its {METADATA_FILE} says {meta.games[game]['rows']} and {meta.games[game]['episodes']}"
                 )
-            games_out[game] = {"rows": rows, "episodes": episodes, "steps": rows - episodes, "shards": count}
+            context = int(meta.games[game].get("context_rows", 0))  # context rows are not steps (see scaled_ql.data.format)
+            games_out[game] = {"rows": rows, "episodes": episodes, "steps": rows - episodes - context, "shards": count,
+                               **({"context_rows": context} if context else {})}
         parquet_meta = {
             "format": PARQUET_FORMAT,
             "format_version": PARQUET_VERSION,

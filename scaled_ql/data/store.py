@@ -191,8 +191,9 @@ class ReplayStore:
         return self.terminal | self.truncated
 
     def valid_starts(self, game_id: int) -> np.ndarray:
-        """Rows of game ``game_id`` that start a transition (every row but an episode's last)."""
-        return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row)
+        """Rows of game ``game_id`` that start a transition (every row but an episode's last and
+        its context rows, those of negative step: see ``scaled_ql.data.format``)."""
+        return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row & (self.step >= 0))
 
     def frame(self, row: int) -> np.ndarray:
         """Zero-copy read-only view of one row's frame, uint8 [H, W]."""
