@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         print(f"scaled-ql {args.command}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print(f"scaled-ql {args.command}: interrupted (a second Ctrl-C: no checkpoint was written)", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"scaled-ql {args.command}: {stop.args[0] if stop.args else 'interrupted'}", file=sys.stderr)
         return 130
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -464,7 +464,9 @@ def test_signal_writes_a_checkpoint_and_exits_with_its_own_status(tmp_path, debu
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
-    line = _one_line_error(err)
+    assert "Traceback" not in err
+    notice, line = [line for line in err.strip().splitlines() if line.strip()]
+    assert f"{signum.name}: finishing the current update, then writing a checkpoint" in notice
     saved = latest_checkpoint(run)
     assert saved is not None and checkpoint_problem(saved) is None
     step = int(saved.name)
@@ -472,6 +474,30 @@ def test_signal_writes_a_checkpoint_and_exits_with_its_own_status(tmp_path, debu
 
     resumed = pretrain(debug_config(tmp_path, *common, f"train.steps={step + 3}"), resume=True, progress=False)
     assert resumed.step == step + 3
+
+
+def test_a_signal_during_the_final_evaluation_stops_at_once(tmp_path, debug_dataset):
+    import time
+
+    from scaled_ql.train.checkpoint import checkpoint_problem
+
+    run = tmp_path / "runs" / "debug"
+    proc = subprocess.Popen([sys.executable, "-m", "scaled_ql.cli", "pretrain", "--config", DEBUG, "--no-progress",
+                             f"runs_dir={tmp_path / 'runs'}", f"data.path={debug_dataset}", "train.steps=10",
+                             "eval.episodes=200", "eval.max_episode_steps=100000"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    final = run / "checkpoints" / "00000010"
+    deadline = time.time() + 120
+    while time.time() < deadline and not final.is_dir() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # in the final evaluation (200 episodes: minutes)
+    started = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - started < 20 and proc.returncode == 130, err[-3000:]
+    line = _one_line_error(err)
+    assert "stopped by SIGTERM outside the update loop" in line
+    assert checkpoint_problem(final) is None
 
 
 def test_slurm_script_asks_for_the_warning_signal_and_requeues(tmp_path):

@@ -1,11 +1,13 @@
 """Stopping a training run cleanly on SIGTERM, SIGINT or SIGUSR1 (SLURM's warning signal).
 
-While :func:`stop_on_signals` is active, those signals only set a flag; the training loop asks
+While :func:`stop_on_signals` is active and the loop is running (between :func:`enter_loop`
+and :func:`leave_loop`), those signals only set a flag; the training loop asks
 :func:`stop_requested` after each update, writes a checkpoint and raises
 :class:`TrainingInterrupted`, which the CLI turns into one line and the exit code
 :data:`EXIT_INTERRUPTED`. Under several processes the flag is agreed on (any rank's signal
-stops every rank at the same update), so all of them write the same checkpoint. A second
-SIGINT while stopping raises ``KeyboardInterrupt`` at once (the user insists).
+stops every rank at the same update), so all of them write the same checkpoint. Outside the
+loop (loading before it, the final evaluation after its last checkpoint), and on a second
+SIGINT, :class:`StopNow` is raised at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ try again): ``launch/slurm.sbatch`` requeues the job on it."""
 SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 _received: list[int] = []
+_in_loop: list[bool] = [False]
+
+
+class StopNow(KeyboardInterrupt):
+    """A signal outside the update loop (loading, the final evaluation) or a second SIGINT: stop
+    at once; no checkpoint is written at that point (the newest one, if any, is whole)."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(f"stopped by {signal_name} outside the update loop (or a second Ctrl-C): no checkpoint "
+                         "was written at this point; the newest one, if any, is whole")
 
 
 class TrainingInterrupted(Exception):
@@ -36,9 +49,25 @@ class TrainingInterrupted(Exception):
 
 
 def _handler(signum: int, frame: Any) -> None:
-    if signum == signal.SIGINT and _received:
-        raise KeyboardInterrupt
+    name = signal.Signals(signum).name
+    if not _in_loop[0] or (signum == signal.SIGINT and _received):
+        raise StopNow(name)
+    if not _received:
+        import sys
+
+        print(f"scaled-ql: {name}: finishing the current update, then writing a checkpoint and stopping"
+              + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
     _received.append(signum)
+
+
+def enter_loop() -> None:
+    """From here a signal stops the run after the current update (see the module docstring)."""
+    _in_loop[0] = True
+
+
+def leave_loop() -> None:
+    """After the loop (the final checkpoint written) a signal stops at once."""
+    _in_loop[0] = False
 
 
 @contextlib.contextmanager
@@ -48,6 +77,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _in_loop[0] = False
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
@@ -55,6 +85,7 @@ def stop_on_signals() -> Iterator[None]:
         for s, old in previous.items():
             signal.signal(s, old)
         _received.clear()
+        _in_loop[0] = False
 
 
 def stop_requested(accelerator: Any = None, sync: bool = True) -> str | None:

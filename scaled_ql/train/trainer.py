@@ -25,7 +25,7 @@ from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
 from scaled_ql.train.checkpoint import (check_compatible, check_same_dataset, dataset_fingerprint, find_resumable_checkpoint,
                                        latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint)
-from scaled_ql.train.interrupt import TrainingInterrupted, stop_on_signals, stop_requested
+from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loop, stop_on_signals, stop_requested
 from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step, unwrap
 
@@ -202,6 +202,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     sample_s = update_s = 0.0
     eval_results = None
     model.train()
+    enter_loop()  # from here a signal finishes the update and checkpoints
     while step < cfg.train.steps:
         if online is not None:  # play, then learn: env steps, then one update
             online.act(step, cfg.train.steps)
@@ -266,6 +267,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
 
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
+    leave_loop()  # the final checkpoint is whole: a signal now stops at once
     if cfg.eval.episodes > 0 and main:
         eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress, sampler,
                                       baselines=cfg.eval.baselines)
