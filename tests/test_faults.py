@@ -71,6 +71,29 @@ def test_prep_overwrite_keeps_the_old_dataset_until_the_new_one_is_whole(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
+def test_a_killed_prep_leaves_its_old_dataset_and_the_next_prep_removes_its_temporary(tmp_path):
+    import time
+
+    out = tmp_path / "data"
+    write_synthetic_dataset(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    cmd = [sys.executable, "-m", "scaled_ql.cli", "prep", "--config", DEBUG, "--no-progress", f"data.path={out}", "--overwrite"]
+    proc = subprocess.Popen([*cmd, "prep.steps_per_game=100000"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(p.name.startswith(".data.") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(1.0)  # writing rows
+    proc.kill()
+    proc.wait()
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]
+    assert len(stale) == 1 and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    done = subprocess.run([*cmd, "prep.steps_per_game=40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"removed '{stale[0]}'" in done.stderr and "process is gone" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert json.loads((out / METADATA_FILE).read_text())["collection"]["steps_per_game"] == 40
+
+
 def test_output_path_that_is_a_file_is_named(tmp_path, capsys):
     file = tmp_path / "data"
     file.write_text("not a folder")
