@@ -641,6 +641,12 @@ where its unchanged data now lives: resume checks the data's fingerprint). ``nam
 ``runs_dir`` pick the run."""
 
 
+def _lookup(data: Any, keys: list[str]) -> Any:
+    for part in keys:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
 def resume_config(requested: ExperimentConfig, overrides: list[str] | tuple[str, ...] = ()) -> tuple[ExperimentConfig, list[str]]:
     """The config to resume ``requested.run_dir`` with: the run's own saved ``config.json``, with
     the ``overrides`` among :data:`RESUMABLE_KEYS` applied; returns it and one line per change.
@@ -658,10 +664,14 @@ def resume_config(requested: ExperimentConfig, overrides: list[str] | tuple[str,
         dotted = ".".join(keys)
         if dotted in ("name", "runs_dir"):
             continue
-        old: Any = saved
-        for part in keys:
-            old = old.get(part) if isinstance(old, dict) else None
-        if old == value:
+        old, new = _lookup(saved, keys), value
+        trial = json.loads(json.dumps(data))
+        apply_override(trial, keys, value)
+        try:  # compare the value as the config reads it (YAML's '1e-3' is the float 0.001)
+            new = _lookup(config_from_dict(trial).to_dict(), keys)
+        except ConfigError:
+            pass  # reported below, with the key, if it is not a key a resume may change
+        if new == old:
             continue
         if not any(dotted == k or dotted.startswith(k + ".") for k in RESUMABLE_KEYS):
             raise ConfigError(f"--resume: config key '{dotted}' cannot change when resuming run '{requested.run_dir}' "

@@ -798,3 +798,15 @@ def test_context_rows_are_stored_counted_apart_and_never_sampled(tmp_path):
     chunk["step"] = chunk["step"] + 5  # starts at step 2: neither 0 nor a context row
     with pytest.raises(ValueError, match=r"row 0 .*has step 2, expected 0"):
         write_dataset(tmp_path / "bad", [chunk])
+
+
+def test_resume_compares_overrides_as_the_config_reads_them(tmp_path):
+    from scaled_ql.config import ConfigError, load_config, resume_config
+
+    cfg = load_config(DEBUG, [f"runs_dir={tmp_path}", "train.lr=0.001"])
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "config.json").write_text(cfg.to_json())
+    resumed, changes = resume_config(cfg, ["train.lr=1e-3", "train.steps=40"])  # YAML reads '1e-3' as a string
+    assert changes == ["train.steps: 20 -> 40"] and resumed.train.lr == 0.001 and resumed.train.steps == 40
+    with pytest.raises(ConfigError, match=r"'train.lr' cannot change when resuming"):
+        resume_config(cfg, ["train.lr=2e-3"])
