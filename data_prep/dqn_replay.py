@@ -30,12 +30,18 @@ How the slots become episodes (Dopamine's ``OutOfGraphReplayBuffer`` as logged b
   slot (cursor - 1) and the oldest (cursor) are never joined: no converted transition or
   frame stack crosses the cursor.
 * Each checkpoint file is converted on its own. The episode running at its oldest slot began
-  in an earlier file (or lap) and its start is lost: it is dropped, up to and including its
-  terminal slot (only checkpoint 0 of a buffer that never wrapped starts at an episode start).
-  The episode still running at its newest slot is closed as ``truncated`` after its last
-  complete transition: its final row is the newest slot's frame, a real observation, and that
-  slot's action and reward (whose next frame was never stored) are dropped. A one-slot
-  fragment is dropped.
+  in an earlier file (or lap) and its start is lost (only checkpoint 0 of a buffer that never
+  wrapped starts at an episode start). It is kept as Dopamine's sampler sees it: its first
+  3 = K - 1 slots become context rows (steps -3 .. -1: real frames, or the zero padding of an
+  episode that starts there, that only fill the frame stacks of the rows after them, never a
+  transition start, exactly Dopamine's invalid range after the cursor), and its transitions
+  follow up to its terminal slot (or the newest slot); with no transition after the context it
+  is dropped (``dropped_leading_partial``). The episode still running at the newest slot is
+  closed as ``truncated`` after its last complete transition: its final row is the newest
+  slot's frame, a real observation, and that slot's action and reward (whose next frame was
+  never stored) are dropped. A one-slot fragment is dropped. So every transition Dopamine's
+  sampler can return from a checkpoint is converted, with the same frame stack, plus a terminal
+  transition in the newest slot (which needs no next frame).
 * Terminal episodes. Dopamine never stores the observation that follows a terminal
   transition, but our row convention needs a final row. Decision: the final row repeats the
   episode's last stored frame, with action 0, reward 0 and ``terminal`` set. A terminal
@@ -93,6 +99,7 @@ from scaled_ql.data.format import (
     DatasetFormatError,
     DatasetMetadata,
     canonical_game_name,
+    check_output_folder,
     default_command,
     write_dataset,
 )
@@ -172,11 +179,14 @@ class EpisodeChunker:
         self._pending: list[dict[str, np.ndarray]] = []
         self._rows = 0
 
-    def add(self, game: str, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminal: bool) -> dict[str, np.ndarray] | None:
-        """Add an episode of ``T = len(actions)`` steps: ``frames`` [T + 1, H, W], the last one
-        the final observation; returns a full chunk when one is ready."""
+    def add(self, game: str, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminal: bool,
+            context: int = 0) -> dict[str, np.ndarray] | None:
+        """Add an episode of ``T = len(actions) - context`` steps: ``frames`` [context + T + 1, H, W],
+        the last one the final observation, the first ``context`` context rows (an episode joined in
+        progress: steps -context .. -1, never transition starts; see ``scaled_ql.data.format``);
+        returns a full chunk when one is ready."""
         rows = len(frames)
-        assert rows == len(actions) + 1 == len(rewards) + 1 and rows >= 2
+        assert rows == len(actions) + 1 == len(rewards) + 1 and rows >= context + 2
         last = np.arange(rows) == rows - 1
         self._pending.append(
             {
@@ -186,7 +196,7 @@ class EpisodeChunker:
                 "terminal": last & terminal,
                 "truncated": last & (not terminal),
                 "episode_id": np.full(rows, self.next_episode_id, dtype=np.int64),
-                "step": np.arange(rows, dtype=np.int32),
+                "step": np.arange(-context, rows - context, dtype=np.int32),
                 "game": np.full(rows, game, dtype=object),
             }
         )
@@ -216,9 +226,7 @@ def round_half_up(x: float) -> int:
 
 def check_output(out_dir: str | Path, overwrite: bool) -> None:
     """Fail before any work when ``write_dataset`` would refuse ``out_dir``."""
-    path = Path(out_dir)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
+    check_output_folder(out_dir, overwrite)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,12 +390,15 @@ class PlannedEpisode:
 
     Rows 0..T-1 are the transitions at positions ``first .. first + T - 1``. Terminal: the
     final row repeats the frame at ``first + T - 1``. Truncated: the final row is the frame at
-    ``first + T``. Positions ``first - 3 .. first - 1`` are its padding slots.
+    ``first + T``. Positions ``first - 3 .. first - 1`` are its padding slots; for the episode
+    joined in progress at a checkpoint's oldest slot (``context`` = 3), they are instead real
+    frames of that episode, written as context rows (never transition starts).
     """
 
     first: int
     steps: int
     terminal: bool
+    context: int = 0
 
     @property
     def frames_stop(self) -> int:
@@ -469,17 +480,34 @@ def plan_checkpoint(arrays: dict[str, np.ndarray], add_count: int, capacity: int
     action = arrays["$store$_action"][order]
     reward = arrays["$store$_reward"][order]
     n = len(order)
-    counts = {"fresh_slots": n, "padding_slots": 0, "episodes_terminal": 0, "episodes_truncated": 0, "transitions": 0, "dropped_leading_partial": 0, "dropped_trailing_slots": 0}
+    counts = {"fresh_slots": n, "padding_slots": 0, "episodes_terminal": 0, "episodes_truncated": 0, "transitions": 0,
+              "dropped_leading_partial": 0, "leading_context_rows": 0, "dropped_trailing_slots": 0}
     ends = np.flatnonzero(terminal).tolist()
     episodes: list[PlannedEpisode] = []
     if starts_clean:
         pos = 0
-    elif not ends:
-        counts["dropped_leading_partial"] = n
-        return CheckpointPlan(order, episodes, counts)
     else:
-        pos = ends.pop(0) + 1
-        counts["dropped_leading_partial"] = pos
+        # The episode running at the oldest slot began before it (its start was overwritten). As in
+        # Dopamine, whose sampler never starts a transition in the first stack_size - 1 slots after
+        # the cursor, its first PADDING slots are context only and its transitions start after them.
+        lead_end = ends.pop(0) if ends else None
+        last = n - 1 if lead_end is None else lead_end  # its last slot
+        steps = (last - PADDING + 1) if lead_end is not None else (last - PADDING)  # truncated: the last slot is the final row
+        if steps >= 1:
+            episodes.append(PlannedEpisode(PADDING, steps, terminal=lead_end is not None, context=PADDING))
+            counts["leading_context_rows"] = PADDING
+        else:
+            counts["dropped_leading_partial"] = last + 1
+        if lead_end is None:
+            if steps < 1:
+                counts["dropped_leading_partial"] = n
+            else:
+                counts["dropped_trailing_slots"] = 1
+            for ep in episodes:
+                counts["episodes_terminal" if ep.terminal else "episodes_truncated"] += 1
+                counts["transitions"] += ep.steps
+            return CheckpointPlan(order, episodes, counts)
+        pos = lead_end + 1
     ends.reverse()  # pop() the next terminal
     while pos < n:
         pad = slice(pos, min(pos + PADDING, n))
@@ -522,7 +550,7 @@ def subsample_episodes(episodes: list[PlannedEpisode], fraction: float, rng: np.
             chosen.append(ep)
             taken += ep.steps
         else:
-            chosen.append(PlannedEpisode(ep.first, target - taken, terminal=False))
+            chosen.append(PlannedEpisode(ep.first, target - taken, terminal=False, context=ep.context))
             taken = target
     return sorted(chosen, key=lambda e: e.first)
 
@@ -536,13 +564,20 @@ def _slot_runs(order: np.ndarray, start: int, stop: int) -> list[tuple[int, int]
 
 
 def episode_rows(frames: FrameFile, plan: CheckpointPlan, arrays: dict[str, np.ndarray], ep: PlannedEpisode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frames [T + 1, H, W], actions [T], rewards [T]) of a planned episode; checks its padding frames."""
+    """(frames [c + T + 1, H, W], actions [c + T], rewards [c + T]) of a planned episode with
+    ``c = ep.context`` context rows first; checks its padding frames (an episode with context has none)."""
     block = np.empty((PADDING + ep.steps + 1, *frames.shape[1:]), dtype=np.uint8)
     at = 0
     for a, b in _slot_runs(plan.order, ep.first - PADDING, ep.frames_stop):
         frames.read_into(a, block[at : at + b - a])
         at += b - a
     padding = block[:PADDING].reshape(PADDING, -1).any(axis=1)
+    if ep.context:
+        assert ep.context == PADDING
+        if ep.terminal:
+            block[-1] = block[-2]
+        slots = plan.order[ep.first - ep.context : ep.first + ep.steps]
+        return block, arrays["$store$_action"][slots], arrays["$store$_reward"][slots]
     if padding.any():
         slot = plan.order[ep.first - PADDING + int(np.flatnonzero(padding)[0])]
         raise DatasetFormatError(f"'{frames.path}': slot {slot} should be a zero padding frame before an episode's first step, but it is not all zeros")
@@ -626,8 +661,8 @@ def convert_dqn_replay(
                     bar.set_description(f"{name} run {run} ckpt {suffix}")
                     files = {n: found.get(suffix, {}).get(n, checkpoint_file(logs, n, suffix)) for n in CHECKPOINT_FILES}
                     try:
-                        for frames, actions, rewards, terminal in _convert_checkpoint(files, logs, name, run, suffix, num_actions, sample_fraction, seed, skip_bad, report):
-                            chunk = chunker.add(name, frames, actions, rewards, terminal)
+                        for frames, actions, rewards, terminal, context in _convert_checkpoint(files, logs, name, run, suffix, num_actions, sample_fraction, seed, skip_bad, report):
+                            chunk = chunker.add(name, frames, actions, rewards, terminal, context)
                             bar.update(len(actions))
                             if chunk is not None:
                                 yield chunk
@@ -678,8 +713,8 @@ def _describe(collection: CollectionInfo, root: Path, selected, checkpoints, fir
         f"DQN Replay Dataset (Agarwal et al., 2020; Dopamine logged replay, legacy atari-py ROMs, gym NoFrameskip-v0 with sticky actions) read from '{root}': "
         f"{how} ({picked}){sample}{skipped}. Rewards as stored (clipped to [-1, 1]). Dopamine marks the 27,000-step time limit as terminal, so those "
         "episodes are terminal here too. Dopamine does not store the observation after a terminal transition: a terminal episode's final row repeats its "
-        "last frame (never bootstrapped from). Each checkpoint is converted on its own: the episode cut at its oldest slot is dropped, the one running at "
-        "its newest slot ends truncated."
+        "last frame (never bootstrapped from). Each checkpoint is converted on its own: the episode cut at its oldest slot keeps its transitions after 3 "
+        "context rows (steps -3 to -1, frames for the stacks only, as Dopamine's sampler), the one running at its newest slot ends truncated."
     )
 
 
@@ -733,7 +768,7 @@ def _convert_checkpoint(files, logs: Path, game: str, run: int, suffix: int, num
             frames.verify()
         for ep in episodes:
             pixels, actions, rewards = episode_rows(frames, plan, arrays, ep)
-            yield pixels, actions, rewards, ep.terminal
+            yield pixels, actions, rewards, ep.terminal, ep.context
         frames.verify()
         report.inputs.append(entry)
     finally:

@@ -22,12 +22,14 @@ def write_benchmark_dataset(
 ) -> Path:
     """A synthetic dataset in the real format: noise frames, episodes of 50..1000 steps."""
     from scaled_ql.data.format import CollectionInfo, write_dataset
+    from scaled_ql.games import get_game
 
     rng = np.random.default_rng(seed)
 
     def chunks() -> Iterator[dict[str, np.ndarray]]:
         episode_id = 0
         for game in games:
+            num_actions = get_game(game).num_actions  # actions must be in the game's set (the writer checks)
             left = rows_per_game
             while left > 0:
                 rows = min(left, int(rng.integers(51, 1001)))
@@ -37,7 +39,7 @@ def write_benchmark_dataset(
                 terminal = bool(rng.random() < 0.5)
                 yield {
                     "frame": rng.integers(0, 256, size=(rows, *frame_shape), dtype=np.uint8),
-                    "action": np.where(last, 0, rng.integers(0, 6, size=rows)).astype(np.int32),
+                    "action": np.where(last, 0, rng.integers(0, num_actions, size=rows)).astype(np.int32),
                     "reward": np.where(last, 0, rng.choice([-1.0, 0.0, 0.0, 0.0, 1.0, 10.0], size=rows)).astype(np.float32),
                     "terminal": last & terminal,
                     "truncated": last & (not terminal),

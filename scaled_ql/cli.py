@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,41 @@ OVERRIDES_HELP = (
     "config overrides as key.sub=value (YAML values), e.g. train.steps=200 data.path=data/mine; "
     "an unknown key or wrong type stops with the key named"
 )
+
+
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
+"""A ``key.sub=value`` override; never taken as the value of an option with several values."""
+MULTI_VALUE = ("runs", "checkpoints", "input", "hub_config", "game", "games", "only", "seeds", "tags")
+
+
+def _int_or_override(text: str) -> int | str:
+    if OVERRIDE.match(text):
+        return text  # moved to the overrides by _split_overrides
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+
+
+def _split_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options with several values (``--input a b``) take every word up to the next option, so
+    ``key=value`` overrides written after them land in their list: move them to the overrides."""
+    moved = []
+    for name in MULTI_VALUE:
+        values = getattr(args, name, None)
+        if not isinstance(values, list):
+            continue
+        mine = [v for v in values if isinstance(v, str) and OVERRIDE.match(v)]
+        if mine:
+            kept = [v for v in values if v not in mine]
+            if not kept:
+                parser.error(f"--{name.replace('_', '-')}: expected at least one value before the key=value overrides {mine}")
+            setattr(args, name, kept)
+            moved += mine
+    if moved:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(moved)} (this command takes no key=value overrides)")
+        args.overrides = [*args.overrides, *moved]
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -42,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="dataset folder to write (default: the config's data.path)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.add_argument("--root", type=Path, default=None, help="dqn-replay: folder holding <Game>/<run>/replay_logs/")
-    p.add_argument("--runs", type=int, nargs="+", default=[1], help="dqn-replay: run numbers to convert (default: 1)")
-    p.add_argument("--checkpoints", type=int, nargs="+", default=None, help="dqn-replay: checkpoint numbers (default: all)")
+    p.add_argument("--runs", type=_int_or_override, nargs="+", default=[1], help="dqn-replay: run numbers to convert (default: 1)")
+    p.add_argument("--checkpoints", type=_int_or_override, nargs="+", default=None, help="dqn-replay: checkpoint numbers (default: all)")
     p.add_argument("--first-fraction", type=float, default=None,
                    help="dqn-replay: keep the first fraction of each run's checkpoints (Scaled QL's sub-optimal data: 0.2)")
     p.add_argument("--sample-fraction", type=float, default=None,
@@ -55,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hub: dataset configs to convert (e.g. atari-pong); default: those of the config's games")
     p.add_argument("--max-episodes", type=int, default=None, help="hub: at most this many episodes per config")
     p.add_argument("--skip-bad", action="store_true", help="dqn-replay/rlu: skip unreadable inputs and list them at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
                        description="Train on the dataset at data.path; checkpoints, TensorBoard logs and the final "
@@ -81,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run epsilon-greedy episodes (epsilon 0.001) of every game the checkpoint knows; write "
                        "eval.json (returns, mean, std, human-normalized score; mean/median/IQM with 95%% stratified-"
                        "bootstrap CIs) and eval.png.")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a run folder, a checkpoint folder or its model/ folder")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="a run folder, a checkpoint folder, its model/ folder, or a Hub model repo id (owner/name; "
+                   "only a path that does not exist here is looked up on the Hub)")
     p.add_argument("--episodes", type=int, default=None, help="episodes per game (default: the checkpoint's eval.episodes)")
     p.add_argument("--games", nargs="+", default=None, help="evaluate only these games (default: all the checkpoint's games)")
     p.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes after this many agent steps (CPU budget)")
@@ -105,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=(), metavar="PATTERN",
                    help="learning: run only the jobs whose ids match these shell patterns (and what they need), "
                    "e.g. 'multi/cql*' 'data/*'")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="learning: seeds (default: the suite's)")
+    p.add_argument("--seeds", type=_int_or_override, nargs="+", default=None, help="learning: seeds (default: the suite's)")
     p.add_argument("--work", type=Path, default=None, help="learning: datasets and runs (default runs/bench-learning/SUITE)")
     p.add_argument("--results", type=Path, default=None, help="learning: one JSON per finished job (default docs/results/SUITE)")
     p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="learning: the report")
@@ -113,13 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="learning: list the jobs and whether each has a result")
 
     p = sub.add_parser("data", help="inspect, convert and publish datasets",
-                       description="`info`: games, episodes, transitions, behaviour returns, size, provenance; `show`: one "
+                       description="`info`: games, episodes, transitions, behaviour returns, size, provenance (no checksums); `verify`: "
+                       "every file's sha256, finite rewards, actions in each game's set, episode structure; `show`: one "
                        "transition as training builds it; `export-parquet` / `import-parquet`: Arrow <-> Parquet shards with "
                        "a dataset card and checksums; `push`: upload Parquet shards to a Hub dataset repo in one commit.")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = dsub.add_parser("info", help="summarize an Arrow or Parquet dataset folder")
     q.add_argument("path", type=Path)
     q.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    q = dsub.add_parser("verify", help="check every data file's sha256 and every row's values (reads every byte)")
+    q.add_argument("path", type=Path)
     q = dsub.add_parser("show", help="one transition (stacked obs, action, n-step return, discount, next obs)")
     q.add_argument("path", type=Path)
     q.add_argument("--game", required=True)
@@ -169,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; every ``key=value`` word ends up in ``overrides``."""
     parser = build_parser()
     # Overrides may follow options or other positionals (`bench train --config X a.b=1`).
     args, extra = parser.parse_known_args(argv)
@@ -177,14 +220,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    _split_overrides(parser, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     args.argv = argv
     from scaled_ql.config import ConfigError
 
+    from scaled_ql.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+
     try:
         return _dispatch(args)
+    except TrainingInterrupted as stop:
+        print(f"scaled-ql {args.command}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        print(f"scaled-ql {args.command}: {stop.args[0] if stop.args else 'interrupted'}", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scaled-ql {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be: the path and the cause
+        where = f"'{err.filename}': " if err.filename else ""
+        print(f"scaled-ql {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 
@@ -252,19 +313,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     source = "ale"
     if args.command == "prep" and args.overrides and args.overrides[0] in sources:
         source, args.overrides = args.overrides[0], args.overrides[1:]
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, training=args.command != "prep")
     if args.command == "prep" and source != "ale":
         _convert(source, cfg, args)
     elif args.command == "prep":
         from data_prep.rollout import collect_dataset
 
-        out = args.out or Path(cfg.data.path)
-        if out.exists() and any(out.iterdir()):
-            if not args.overwrite:
-                raise ValueError(f"dataset folder '{out}' already exists and is not empty; pass --overwrite to replace it")
-            import shutil
+        from scaled_ql.data.format import check_output_folder
 
-            shutil.rmtree(out)
+        out = args.out or Path(cfg.data.path)
+        check_output_folder(out, args.overwrite)  # before loading a policy; the old folder stays until the new one is whole
         policy = None
         if cfg.prep.policy == "epsilon_greedy":
             from scaled_ql.eval.run import checkpoint_policy
@@ -272,11 +330,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not cfg.prep.checkpoint:
                 raise ValueError("config key 'prep.checkpoint': expected a checkpoint for prep.policy=epsilon_greedy, found ''")
             policy = checkpoint_policy(cfg.prep.checkpoint, cfg.games, cfg.env)
-        collect_dataset(cfg, out, policy=policy, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
+        collect_dataset(cfg, out, policy=policy, progress=not args.no_progress, overwrite=args.overwrite, command=" ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)]))
         print(f"dataset written to {out}")
     elif args.command == "pretrain":
+        from scaled_ql.config import resume_config
         from scaled_ql.train.trainer import pretrain
 
+        if args.resume:  # the run's own saved config; only what a resume may change is taken from the command line
+            cfg, changes = resume_config(cfg, args.overrides)
+            if (cfg.run_dir / "config.json").is_file():
+                print(f"resuming run '{cfg.run_dir}' with its saved config.json"
+                      + (f"; changed: {'; '.join(changes)}" if changes else " (nothing changed)"))
         result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
         print(f"run folder: {result.run_dir}  (step {result.step}, checkpoint {result.checkpoint})")
     elif args.command == "bench":
@@ -328,6 +392,10 @@ def _data(args: argparse.Namespace) -> None:
     if c == "info":
         info = di.dataset_info(args.path)
         print(json.dumps(info, indent=1) if args.json else di.format_dataset_info(info))
+    elif c == "verify":
+        report = di.verify_dataset(args.path)
+        print(f"dataset {report['path']} verified: {report['data_files']} {report['format']} files, {report['rows']} rows; "
+              "checksums, values (finite rewards, actions in each game's set) and episodes ok")
     elif c == "show":
         t = di.transition(args.path, args.game, args.index, n_step=args.n_step, gamma=args.gamma, reward_clip=args.reward_clip)
         print(di.format_transition(t))
@@ -355,20 +423,23 @@ def _convert(source: str, cfg, args: argparse.Namespace) -> None:
             raise ValueError("prep dqn-replay: --root is required (the folder holding <Game>/<run>/replay_logs/)")
         convert_dqn_replay(args.root, out, cfg.games, runs=tuple(args.runs), checkpoints=args.checkpoints,
                            first_fraction=args.first_fraction, sample_fraction=args.sample_fraction, seed=cfg.seed,
-                           skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+                           skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     elif source == "hub":
         from data_prep.hub_datasets import convert_hub_dataset
 
         if not args.repo_id:
             raise ValueError("prep hub: --repo-id is required (a Hub dataset repo id or a local copy)")
         convert_hub_dataset(args.repo_id, out, None if args.hub_config else cfg.games, config_names=args.hub_config,
-                            max_episodes=args.max_episodes, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+                            max_episodes=args.max_episodes, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     else:
         from data_prep.rl_unplugged import convert_rl_unplugged
 
         if not args.input:
             raise ValueError("prep rlu: --input is required (TFRecord files, folders or globs)")
-        convert_rl_unplugged(args.input, out, games=cfg.games, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command)
+        convert_rl_unplugged(args.input, out, games=cfg.games, skip_bad=args.skip_bad, overwrite=args.overwrite, command=command,
+                           progress=not args.no_progress)
     print(f"dataset written to {out}")
 
 

@@ -444,12 +444,6 @@ class ExperimentConfig:
             self.model.shared_head,
         )
         self._apply_algorithm()
-        _check(
-            self.train.batch_size % len(self.games) == 0,
-            "train.batch_size",
-            f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
-            self.train.batch_size,
-        )
         # Game names are validated against the registry here, before any work starts.
         from scaled_ql.games import get_game
 
@@ -459,6 +453,16 @@ class ExperimentConfig:
                     get_game(name)
                 except KeyError as err:
                     raise ConfigError(f"config key '{key}': {err.args[0]}") from None
+
+    def check_training(self) -> None:
+        """Checks of training settings only (not run for ``scaled-ql prep``: a training setting
+        must not block data preparation)."""
+        _check(
+            self.train.batch_size % len(self.games) == 0,
+            "train.batch_size",
+            f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
+            self.train.batch_size,
+        )
 
     def _apply_algorithm(self) -> None:
         """Give the network the heads ``loss.algorithm`` trains (see :data:`ALGORITHMS`)."""
@@ -564,40 +568,123 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``path`` to ``value``; a mapping given for a section is merged into it key by key
+    (``train={steps: 5}`` is ``train.steps=5``: it never resets the section's other keys)."""
     node = data
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        for key, sub in value.items():
+            apply_override(node[path[-1]], [str(key)], sub)
+        return
     node[path[-1]] = value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' appears twice in one section (lines {seen[key].start_mark.line + 1} "
+                                  f"and {key_node.start_mark.line + 1}); YAML would silently keep the second")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return _build(ExperimentConfig, data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load ``path`` (YAML) and apply ``key.sub=value`` overrides; validate everything."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                training: bool = True) -> ExperimentConfig:
+    """Load ``path`` (YAML) and apply ``key.sub=value`` overrides; validate everything (with
+    ``training=False``, everything but the training settings' own checks)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as err:
             raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        except ConfigError as err:
+            raise ConfigError(f"config file '{path}': {err}") from None
+        if loaded is None:
+            raise ConfigError(f"config file '{path}' is empty: expected a mapping of config keys (an experiment); "
+                              "leave out --config to run on the built-in defaults")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}': expected a mapping at the top level, found {type(loaded).__name__}")
-        data = loaded or {}
+        data = loaded
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
+        if training:
+            cfg.check_training()
+        return cfg
     except ConfigError as err:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{err}") from None
+
+
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.eval_every", "train.keep_checkpoints",
+                  "train.threads", "train.device", "data.path", "dist.world_size", "eval", "online.anneal_offline_to")
+"""What ``--resume`` may change in a run's saved config (a longer run, its logging and evaluation,
+where its unchanged data now lives: resume checks the data's fingerprint). ``name`` and
+``runs_dir`` pick the run."""
+
+
+def _lookup(data: Any, keys: list[str]) -> Any:
+    for part in keys:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def resume_config(requested: ExperimentConfig, overrides: list[str] | tuple[str, ...] = ()) -> tuple[ExperimentConfig, list[str]]:
+    """The config to resume ``requested.run_dir`` with: the run's own saved ``config.json``, with
+    the ``overrides`` among :data:`RESUMABLE_KEYS` applied; returns it and one line per change.
+    An override of another key that differs from the saved value stops, naming the key and both
+    values. Without a saved config (nothing to resume yet) ``requested`` is returned as is."""
+    saved_path = requested.run_dir / "config.json"
+    if not saved_path.is_file():
+        return requested, []
+    saved = load_config_json(saved_path).to_dict()
+    data = json.loads(json.dumps(saved))
+    data["dist"]["world_size"] = 0  # the launcher's, resolved again (a DDP run may resume on another count)
+    changes = []
+    for text in overrides:
+        keys, value = parse_override(text)
+        dotted = ".".join(keys)
+        if dotted in ("name", "runs_dir"):
+            continue
+        old, new = _lookup(saved, keys), value
+        trial = json.loads(json.dumps(data))
+        apply_override(trial, keys, value)
+        try:  # compare the value as the config reads it (YAML's '1e-3' is the float 0.001)
+            new = _lookup(config_from_dict(trial).to_dict(), keys)
+        except ConfigError:
+            pass  # reported below, with the key, if it is not a key a resume may change
+        if new == old:
+            continue
+        if not any(dotted == k or dotted.startswith(k + ".") for k in RESUMABLE_KEYS):
+            raise ConfigError(f"--resume: config key '{dotted}' cannot change when resuming run '{requested.run_dir}' "
+                              f"(its {saved_path} has {old!r}, the command line asks for {value!r}); a resume may change "
+                              f"only {', '.join(RESUMABLE_KEYS)}. Start a new run (name=...) to change it")
+        apply_override(data, keys, value)
+        changes.append(f"{dotted}: {old!r} -> {value!r}")
+    try:
+        cfg = config_from_dict(data)
+        cfg.check_training()
+        return cfg, changes
+    except ConfigError as err:
+        raise ConfigError(f"--resume with {saved_path}: {err}") from None
 
 
 def load_config_json(path: str | Path) -> ExperimentConfig:

@@ -155,35 +155,51 @@ def chronological_labels(ckpt: LoggedCheckpoint, capacity: int) -> list:
     return ckpt.labels[cursor:] + ckpt.labels[:cursor]
 
 
-def expected_episodes(ckpt: LoggedCheckpoint, capacity: int, episode_lengths: dict[int, int]) -> list[tuple[int, int, bool]]:
-    """``(episode, steps, terminal)`` the converter must write for ``ckpt``, from labels alone.
+def expected_episodes(ckpt: LoggedCheckpoint, capacity: int, episode_lengths: dict[int, int], stack_size: int = 4) -> list[dict]:
+    """The episodes the converter must write for ``ckpt``, from labels alone, each as
+    ``{"labels": frame label of every row, "terminal", "context": context rows, "episode", "steps"}``
+    (padding frames labelled None; ``episode`` and ``steps``: the episode and transitions).
 
-    An episode is kept when its step 0 is in the checkpoint after the first terminal step of
-    the file (or the file starts at the buffer's first add): whole and terminal if its last
-    step is there, else (it runs into the newest slot) truncated after its last stored
-    transition, when it has one.
+    The episode running at the file's oldest slot (unless the file starts at the buffer's first
+    add) began earlier: its first ``stack_size - 1`` slots are context rows (Dopamine never starts
+    a transition there: they are its invalid range after the cursor) and its transitions follow,
+    up to its terminal step, or to the newest slot (truncated), when it has one. Every later
+    episode whose step 0 is in the file is kept: whole and terminal if its last step is there,
+    else (it runs into the newest slot) truncated after its last stored transition, when it has one.
     """
-    labels = chronological_labels(ckpt, capacity)
+    labels = [label if isinstance(label, tuple) else None for label in chronological_labels(ckpt, capacity)]
     clean = ckpt.suffix == 0 and ckpt.add_count < capacity
-    out, seen_terminal = [], clean
+    is_end = [lab is not None and lab[1] == episode_lengths[lab[0]] - 1 for lab in labels]
+    out, pos, context = [], 0, stack_size - 1
+    if not clean:
+        lead_end = is_end.index(True) if True in is_end else None
+        last = len(labels) - 1 if lead_end is None else lead_end
+        steps = last - context + (1 if lead_end is not None else 0)
+        if steps >= 1:
+            rows = labels[: last + 1] + ([labels[last]] if lead_end is not None else [])
+            out.append({"labels": rows, "terminal": lead_end is not None, "context": context,
+                        "episode": labels[context][0], "steps": steps})
+        if lead_end is None:
+            return out
+        pos = lead_end + 1
     runs: dict[int, list[int]] = {}
     order: list[int] = []
-    for label in labels:
-        if isinstance(label, tuple):
+    for label in labels[pos:]:
+        if label is not None:
             if label[0] not in runs:
                 order.append(label[0])
                 runs[label[0]] = []
             runs[label[0]].append(label[1])
     for episode in order:
         steps = runs[episode]
-        if seen_terminal and steps[0] == 0:
-            complete = steps[-1] == episode_lengths[episode] - 1
-            if complete:
-                out.append((episode, len(steps), True))
-            elif len(steps) >= 2:
-                out.append((episode, len(steps) - 1, False))
-        if steps[-1] == episode_lengths[episode] - 1:
-            seen_terminal = True
+        if steps[0] != 0:
+            continue
+        complete = steps[-1] == episode_lengths[episode] - 1
+        n = len(steps) if complete else len(steps) - 1
+        if n >= 1:
+            final = (episode, n - 1) if complete else (episode, n)  # terminal: the last frame repeated
+            out.append({"labels": [(episode, t) for t in range(n)] + [final], "terminal": complete, "context": 0,
+                        "episode": episode, "steps": n})
     return out
 
 

@@ -47,7 +47,7 @@ def play(log_dir: Path, lengths: list[int], *, cut: int | None = CUT, episode_en
     return buffer
 
 
-def expected_rows(buffer: DopamineLoggedBuffer, lengths: list[int], suffixes=None) -> list[tuple[int, int, bool]]:
+def expected_rows(buffer: DopamineLoggedBuffer, lengths: list[int], suffixes=None) -> list[dict]:
     lengths_by_episode = dict(enumerate(lengths))
     return [e for ckpt in buffer.logged if suffixes is None or ckpt.suffix in suffixes for e in expected_episodes(ckpt, CAP, lengths_by_episode)]
 
@@ -70,12 +70,15 @@ def read_episodes(path: Path) -> list[dict]:
     return episodes
 
 
-def assert_episode_matches(got: dict, episode: int, steps: int, terminal: bool) -> None:
-    final = (episode, steps - 1) if terminal else (episode, steps)  # terminal: last frame repeated
-    assert got["labels"] == [(episode, t) for t in range(steps)] + [final]
-    assert got["action"] == [action_of(episode, t) for t in range(steps)] + [0]
-    assert got["reward"] == [reward_of(episode, t) for t in range(steps)] + [0.0]
-    assert got["terminal"] == terminal and got["step"] == list(range(steps + 1))
+def assert_episode_matches(got: dict, expected: dict) -> None:
+    """Rows equal an expected episode of ``expected_episodes``: frames (padding None), actions and
+    rewards of the played steps, the end flag, and steps -context .. T."""
+    labels = expected["labels"]
+    assert got["labels"] == labels
+    assert got["action"] == [action_of(*label) if label else 0 for label in labels[:-1]] + [0]
+    assert got["reward"] == [reward_of(*label) if label else 0.0 for label in labels[:-1]] + [0.0]
+    assert got["terminal"] == expected["terminal"]
+    assert got["step"] == list(range(-expected["context"], len(labels) - expected["context"]))
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +113,21 @@ def test_round_trip_rows_equal_the_played_episodes(replay_root, converted):
     expected = expected_rows(run1, RUN1) + expected_rows(run2, RUN2)
     got = read_episodes(out)
     assert len(got) == len(expected) and meta.num_episodes == len(expected)
-    for g, (episode, steps, terminal) in zip(got, expected):
-        assert_episode_matches(g, episode, steps, terminal)
+    for g, e in zip(got, expected):
+        assert_episode_matches(g, e)
     # Run 2's checkpoint 0 starts at the buffer's first add: its first episode is kept whole.
-    assert expected_rows(run2, RUN2, suffixes={0})[0] == (0, RUN2[0], True)
-    # The final checkpoint: the episode at the cursor ends truncated at the newest frame, and
-    # nothing from the stale slots behind the cursor (episodes 22-27 there) is written.
-    assert expected_rows(run1, RUN1, suffixes={5}) == [(28, CUT - 1, False)]
-    assert all(label is not None for e in got for label in e["labels"])  # no padding frames
+    first = expected_rows(run2, RUN2, suffixes={0})[0]
+    assert (first["episode"], first["steps"], first["terminal"], first["context"]) == (0, RUN2[0], True, 0)
+    # The final checkpoint: it joins episode 27 in progress (3 context rows, then its last
+    # transition), the episode at the cursor ends truncated at the newest frame, and nothing from
+    # the stale slots behind the cursor (episodes 22-27 there) is written.
+    assert [(e["episode"], e["steps"], e["terminal"], e["context"]) for e in expected_rows(run1, RUN1, suffixes={5})] == [
+        (27, 1, True, 3), (28, CUT - 1, False, 0)]
+    # The episodes joined in progress at a checkpoint's oldest slot are kept, with 3 context rows
+    # (before, they were dropped): here every checkpoint of run 1 has one.
+    joined = [e for e in expected if e["context"]]
+    assert len(joined) >= len(run1.logged) and len(joined) == sum(g["step"][0] == -3 for g in got)
+    assert all(label is not None for e in got for label in e["labels"][e["step"].index(0):])  # padding only in context
 
 
 def test_report_card_and_metadata(converted):
@@ -125,12 +135,14 @@ def test_report_card_and_metadata(converted):
     report = read_conversion_report(out)
     assert report["skipped"] == [] and len(report["inputs"]) == 6 + len(read_run2_suffixes(out))
     first = report["inputs"][0]
-    assert first["checkpoint"] == 0 and first["add_count"] == 127 and first["padding_slots"] > 0 and first["dropped_leading_partial"] > 0
+    assert first["checkpoint"] == 0 and first["add_count"] == 127 and first["padding_slots"] > 0
+    assert first["dropped_leading_partial"] == 0 and first["leading_context_rows"] == 3
     final = report["inputs"][5]
     assert final["fresh_slots"] == 13 and final["episodes_truncated"] == 1 and final["dropped_trailing_slots"] == 1
     card = (out / CARD_FILE).read_text()
     assert "DQN Replay Dataset" in card and "time limit" in card and "repeats its last frame" in card and "scaled-ql prep dqn-replay test" in card
     assert meta.games["Pong"]["steps"] == sum(i["transitions"] for i in report["inputs"])
+    assert meta.games["Pong"]["context_rows"] == sum(i["leading_context_rows"] for i in report["inputs"])
 
 
 def read_run2_suffixes(out: Path) -> list[int]:
@@ -161,12 +173,13 @@ def test_a_checkpoint_saved_mid_lap_is_read_oldest_first_across_the_wrap(tmp_pat
     ckpt = LoggedCheckpoint(99, add_count, list(buffer.labels))
     expected = expected_episodes(ckpt, CAP, dict(enumerate(lengths)))
     cursor = add_count % CAP
-    assert any(len({buffer.labels.index((e, 0)) < cursor, buffer.labels.index((e, s - 1)) < cursor}) == 2 for e, s, _ in expected), "an episode spans the wrap"
+    assert any(len({buffer.labels.index(e["labels"][0]) < cursor, buffer.labels.index(e["labels"][-2]) < cursor}) == 2
+               for e in expected if not e["context"]), "an episode spans the wrap"
     convert_dqn_replay(tmp_path, tmp_path / "out", ["Breakout"], checkpoints=[99], progress=False)
     got = read_episodes(tmp_path / "out")
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert_episode_matches(g, *e)
+        assert_episode_matches(g, e)
 
 
 def test_first_fraction_and_checkpoints_choose_checkpoints(replay_root, tmp_path):
@@ -174,12 +187,12 @@ def test_first_fraction_and_checkpoints_choose_checkpoints(replay_root, tmp_path
     convert_dqn_replay(root, tmp_path / "first", ["Pong"], first_fraction=0.5, progress=False)  # 3 of 6
     report = read_conversion_report(tmp_path / "first")
     assert [i["checkpoint"] for i in report["inputs"]] == [0, 1, 2]
-    assert [(len(e["labels"]) - 1) for e in read_episodes(tmp_path / "first")] == [s for _, s, _ in expected_rows(run1, RUN1, {0, 1, 2})]
+    assert [len(e["labels"]) for e in read_episodes(tmp_path / "first")] == [len(e["labels"]) for e in expected_rows(run1, RUN1, {0, 1, 2})]
     assert "the first 0.5 of each run's checkpoints" in (tmp_path / "first" / CARD_FILE).read_text()
     convert_dqn_replay(root, tmp_path / "chosen", ["Pong"], checkpoints=[3, 1], progress=False)
     got = read_episodes(tmp_path / "chosen")
     for g, e in zip(got, expected_rows(run1, RUN1, {1, 3}), strict=True):
-        assert_episode_matches(g, *e)
+        assert_episode_matches(g, e)
     with pytest.raises(ValueError, match="either checkpoints or first_fraction"):
         convert_dqn_replay(root, tmp_path / "both", ["Pong"], checkpoints=[1], first_fraction=0.2, progress=False)
     with pytest.raises(ValueError, match="sample_fraction"):
@@ -194,21 +207,23 @@ def test_sample_fraction_takes_exact_counts_of_whole_episodes(replay_root, tmp_p
     got = read_episodes(tmp_path / "a")
     assert got == read_episodes(tmp_path / "b") and got != read_episodes(tmp_path / "c")
     by_ckpt = {c.suffix: expected_episodes(c, CAP, dict(enumerate(RUN1))) for c in run1.logged}
-    owner = {e[0]: (suffix, e) for suffix, eps in by_ckpt.items() for e in eps}
+    owner = {e["labels"][e["context"]]: (suffix, e) for suffix, eps in by_ckpt.items() for e in eps}  # first transition's frame
     taken = {suffix: 0 for suffix in by_ckpt}
     cut = {suffix: 0 for suffix in by_ckpt}
     for g in got:
-        episode, steps = g["labels"][0][0], len(g["labels"]) - 1
-        suffix, (_, full_steps, terminal) = owner[episode]
-        if steps == full_steps:
-            assert_episode_matches(g, episode, steps, terminal)
+        context = -g["step"][0]
+        suffix, full = owner[g["labels"][context]]
+        steps = len(g["labels"]) - 1 - context
+        if steps == full["steps"]:
+            assert_episode_matches(g, full)
         else:  # the one episode cut to reach the exact count: a truncated prefix
-            assert steps < full_steps
-            assert_episode_matches(g, episode, steps, False)
+            assert steps < full["steps"]
+            prefix = full["labels"][: context + steps + 1]
+            assert_episode_matches(g, {**full, "labels": prefix, "terminal": False})
             cut[suffix] += 1
         taken[suffix] += steps
     for suffix, eps in by_ckpt.items():
-        assert taken[suffix] == round_half_up(0.5 * sum(s for _, s, _ in eps)) and cut[suffix] <= 1
+        assert taken[suffix] == round_half_up(0.5 * sum(e["steps"] for e in eps)) and cut[suffix] <= 1
     report = read_conversion_report(tmp_path / "a")
     assert [i["sampled_transitions"] for i in report["inputs"]] == [taken[s] for s in sorted(by_ckpt)]
     assert "sample (seed 3) of 0.5" in (tmp_path / "a" / CARD_FILE).read_text()
@@ -318,3 +333,40 @@ def test_nothing_to_convert_and_unknown_games_are_errors(clean_run, tmp_path):
     with pytest.raises(DatasetFormatError, match=r"nothing to convert(.|\n)*1 bad input\(s\) skipped(.|\n)*ckpt.40.gz"):
         convert_dqn_replay(clean_run, tmp_path / "out", ["Pong"], checkpoints=[40], skip_bad=True, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def dopamine_transitions(ckpt: LoggedCheckpoint, lengths: list[int], stack_size: int = 4) -> list[tuple]:
+    """What Dopamine's sampler can return from ``ckpt`` (``is_valid_transition``): a slot at least
+    ``stack_size - 1`` after the oldest one (its invalid range after the cursor), not the newest
+    (its next frame is not stored; the converter does keep a terminal transition there, which needs
+    no next frame, so it is counted here too), with no terminal among the ``stack_size - 1`` slots
+    before it; as (stack labels, action, reward, terminal), padding frames None."""
+    from tests.formats import chronological_labels
+
+    labels = [label if isinstance(label, tuple) else None for label in chronological_labels(ckpt, CAP)]
+    ended = [label is not None and label[1] == lengths[label[0]] - 1 and label != (len(lengths) - 1, CUT - 1)
+             for label in labels]
+    out = []
+    for i in range(stack_size - 1, len(labels)):
+        if i == len(labels) - 1 and not ended[i]:  # the newest slot: its next frame is not stored
+            continue
+        if any(ended[i - stack_size + 1 : i]) or labels[i] is None:
+            continue
+        out.append((tuple(labels[i - stack_size + 1 : i + 1]), action_of(*labels[i]), reward_of(*labels[i]), ended[i]))
+    return out
+
+
+def test_every_transition_dopamine_samples_is_converted_and_nothing_else(replay_root, converted):
+    """Including those of the episode each checkpoint joins in progress (its first 3 rows are
+    context: real frames in the stacks, never transition starts)."""
+    from collections import Counter
+
+    _, run1, run2 = replay_root
+    out, _ = converted
+    expected = Counter(t for run, lengths in ((run1, RUN1), (run2, RUN2)) for ckpt in run.logged
+                       for t in dopamine_transitions(ckpt, lengths))
+    store = ReplayStore(out, ["Pong"])
+    batch = Sampler(store, 2, n_step=1, seed=0).batch_at(store.valid_starts(0))
+    got = Counter((tuple(frame_label(f) for f in stack), int(a), float(r), bool(d == 0))
+                  for stack, a, r, d in zip(batch.obs, batch.action, batch.reward, batch.discount))
+    assert got == expected

@@ -323,7 +323,7 @@ def test_slurm_dry_run_prints_one_launcher_per_node_with_ranks_and_first_node_re
         assert _option(argv, "--config_file") == "launch/accelerate/8gpu_deepspeed_zero2.yaml"
         ports.add(_option(argv, "--main_process_port"))
         assert argv[argv.index("-m"):] == ["-m", "scaled_ql.cli", "pretrain", "--config", "configs/atari40.yaml",
-                                           *OVERRIDES]
+                                           "--resume", *OVERRIDES]  # a requeued job continues from its checkpoint
     assert len(ports) == 1
     assert sum(line.startswith("srun:") for line in out.splitlines()) == 1
 

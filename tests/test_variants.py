@@ -91,7 +91,12 @@ def test_prep_pretrain_finetune_evaluate_and_card_of_a_variant(tmp_path):
     card_dir = tmp_path / "card"
     assert main(["push", "--checkpoint", str(runs / "variant"), "--repo-id", "me/variant", "--dry-run", "--out", str(card_dir)]) == 0
     card = (card_dir / "README.md").read_text()
-    assert "Freeway-m1d0 is Freeway in ALE mode 1, difficulty 0" in card and "mode 1 difficulty 0" in card
+    assert "Freeway-m1d0 is Freeway in ALE mode 1, difficulty 0" in card and "Freeway-m1d0 (capped)" in card
+    # Its evaluation was capped at 30 steps, so it is not in the model-index; an uncapped one is, by variant.
+    from scaled_ql.hub.card import eval_results
+
+    final["games"]["Freeway-m1d0"]["capped"] = False
+    assert {r.dataset_name for r in eval_results(final)} == {"ALE/Freeway-v5 mode 1 difficulty 0"}
 
 
 def test_a_variant_starts_from_its_games_head():

@@ -20,7 +20,8 @@ Columns (one row per step; frames are single, never pre-stacked: stacking is the
 ``truncated``  bool                       this row is the episode's last and the episode
                                           was cut (time limit or collection budget)
 ``episode_id`` int64                      unique across the whole dataset
-``step``       int32                      index of the row within its episode
+``step``       int32                      index of the row within its episode (negative:
+                                          a context row, see below)
 ``game``       string                     registry name (``scaled_ql.games``), e.g. "Pong"
 =============  =========================  ================================================
 
@@ -30,6 +31,12 @@ r_t received for it. Row T holds the final observation o_T (gymnasium's ``info["
 with action 0, reward 0 and exactly one of ``terminal`` (game over: do not bootstrap) or
 ``truncated`` (time limit or end of the collection budget: bootstrap from o_T). No other row
 has either flag set. Every row except an episode's last is a valid transition start.
+
+Context rows (an episode joined in progress, e.g. the oldest episode of a DQN-Replay checkpoint,
+whose start was overwritten). Its first rows may carry negative steps -c .. -1: real earlier
+frames kept only so that the frame stacks of the rows after them are made of real frames, not
+zero padding. A context row is never a transition start and counts in no transition total; the
+episode's step 0 row follows them, and it has at least one transition.
 """
 
 from __future__ import annotations
@@ -327,11 +334,17 @@ def check_episodes(
             f"{where}: {row_name(bad)}: episode_id changes where no episode ended (or an episode ended without episode_id changing): "
             "rows of one episode must be contiguous and end with a terminal or truncated row"
         )
-    expected_step = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    first_step = np.minimum(step[starts].astype(np.int64), 0)  # negative: context rows (see the module docstring)
+    expected_step = np.arange(n, dtype=np.int64) - np.repeat(starts - first_step, lengths)
     wrong = np.flatnonzero(step != expected_step)
     if wrong.size:
         row = wrong[0]
         raise DatasetFormatError(f"{where}: {row_name(row)} (episode_id {episode_id[row]}) has step {step[row]}, expected {expected_step[row]}")
+    wrong = np.flatnonzero(step[ends] < 1)
+    if wrong.size:
+        row = ends[wrong[0]]
+        raise DatasetFormatError(f"{where}: {row_name(row)} ends an episode with step {step[row]}: after its context rows an "
+                                 "episode needs a step 0 row and a final row (at least one transition)")
     wrong = np.flatnonzero((action[ends] != 0) | (reward[ends] != 0))
     if wrong.size:
         row = ends[wrong[0]]
@@ -339,11 +352,51 @@ def check_episodes(
     return ends
 
 
+def check_values(
+    action: np.ndarray,
+    reward: np.ndarray,
+    game_names: Sequence[str],
+    game_index: np.ndarray,
+    where: str,
+    row_name=lambda row: f"row {row}",
+    full_action_space: bool = False,
+) -> None:
+    """Every reward finite and every action in its game's action set (``0 <= a < n``, n the
+    game's minimal set, or 18 with ``full_action_space``); row ``r`` plays ``game_names[game_index[r]]``.
+    An error names the row, the game and the value."""
+    bad = np.flatnonzero(~np.isfinite(reward))
+    if bad.size:
+        row = int(bad[0])
+        raise DatasetFormatError(f"{where}: {row_name(row)} (game {game_names[game_index[row]]}) has reward {reward[row]}; "
+                                 f"rewards must be finite ({bad.size} such rows)")
+    bounds = np.asarray([_action_count(name, full_action_space) for name in game_names], dtype=np.int64)
+    limit = bounds[game_index] if len(bounds) else np.zeros(0, np.int64)
+    bad = np.flatnonzero((action < 0) | (action >= limit))
+    if bad.size:
+        row = int(bad[0])
+        game = game_names[game_index[row]]
+        raise DatasetFormatError(f"{where}: {row_name(row)} (game {game}) has action {action[row]}, outside the game's "
+                                 f"action set (0 to {limit[row] - 1}, {'full' if full_action_space else 'minimal'} set; {bad.size} such rows)")
+
+
+def _action_count(game: str, full_action_space: bool) -> int:
+    from scaled_ql.games import NUM_ACTIONS_FULL
+
+    if full_action_space:
+        return NUM_ACTIONS_FULL
+    spec = _known_game(game)
+    try:
+        return spec.num_actions if spec is not None else NUM_ACTIONS_FULL
+    except RuntimeError:  # this ale_py has no ROM of the game: only the full set's bound is known
+        return NUM_ACTIONS_FULL
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing
 
 
-def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_SHAPE, where: str = "chunk") -> pa.Table:
+def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_SHAPE, where: str = "chunk",
+                   full_action_space: bool = False) -> pa.Table:
     """Check one chunk of whole episodes (a dict of column arrays) and make an Arrow table."""
     missing = [name for name in COLUMNS if name not in chunk]
     if missing:
@@ -357,7 +410,9 @@ def chunk_to_table(chunk: Mapping[str, Any], frame_shape: Sequence[int] = FRAME_
         if values.shape != (n,):
             raise DatasetFormatError(f"{where}: column '{name}' has shape {list(values.shape)}, expected [{n}] like 'frame'")
     names, inverse = np.unique(columns["game"].astype(str), return_inverse=True)
-    columns["game"] = np.asarray([canonical_game_name(name, where) for name in names.tolist()], dtype=object)[inverse.reshape(-1)]
+    canonical = [canonical_game_name(name, where) for name in names.tolist()]
+    columns["game"] = np.asarray(canonical, dtype=object)[inverse.reshape(-1)]
+    check_values(columns["action"], columns["reward"], canonical, inverse.reshape(-1), where, full_action_space=full_action_space)
     check_episodes(columns["episode_id"], columns["step"], columns["terminal"], columns["truncated"], columns["action"], columns["reward"], where)
     height, width = frame_shape
     pixels = pa.array(np.ascontiguousarray(frames).reshape(-1))
@@ -390,13 +445,12 @@ def write_dataset(
 
     path = Path(path)
     frame_shape = tuple(int(x) for x in frame_shape)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True to replace it)")
-        if not (path / METADATA_FILE).is_file():
-            raise FileExistsError(f"refusing to overwrite '{path}': it is not a scaled_ql dataset folder (no {METADATA_FILE})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    check_output_folder(path, overwrite)
+    target = path.resolve()
+    remove_stale_temporaries(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    (work / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": _hostname()}))
     try:
         features = dataset_features(frame_shape)
         counts: dict[str, dict[str, int]] = {}
@@ -405,7 +459,8 @@ def write_dataset(
         writer = ArrowWriter(features=features, path=str(work / "rows.arrow"), writer_batch_size=shard_rows)
         try:
             for i, chunk in enumerate(chunks):
-                table = chunk_to_table(chunk, frame_shape, where=f"writing '{path}', chunk {i}")
+                table = chunk_to_table(chunk, frame_shape, where=f"writing '{path}', chunk {i}",
+                                       full_action_space=bool(collection is not None and collection.env.get("full_action_space")))
                 if table.num_rows == 0:
                     continue
                 ends = np.flatnonzero(np.asarray(table["terminal"]) | np.asarray(table["truncated"]))
@@ -416,12 +471,16 @@ def write_dataset(
                 seen_ids.update(ids)
                 rows_per_game = _value_counts(table["game"])
                 episodes_per_game = _value_counts(table["game"].take(pa.array(ends)))
+                context = np.asarray(table["step"]) < 0
+                context_per_game = _value_counts(table["game"].filter(pa.array(context))) if context.any() else {}
                 _add_episode_returns(returns, table, ends)
                 for name, rows in rows_per_game.items():
                     c = counts.setdefault(name, {"rows": 0, "episodes": 0, "steps": 0})
                     c["rows"] += rows
                     c["episodes"] += episodes_per_game.get(name, 0)
-                    c["steps"] = c["rows"] - c["episodes"]
+                    if context_per_game.get(name):
+                        c["context_rows"] = c.get("context_rows", 0) + context_per_game[name]
+                    c["steps"] = c["rows"] - c["episodes"] - c.get("context_rows", 0)
                 writer.write_table(table)
             if not counts:
                 raise DatasetFormatError(f"writing '{path}': no rows were given")
@@ -465,12 +524,82 @@ def write_dataset(
         )
         (staging / METADATA_FILE).write_text(json.dumps(meta.to_json_dict(), indent=2) + "\n")
         (staging / CARD_FILE).write_text(render_card(meta))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        if target.exists():  # swap: the old folder moves into `work` (removed below), the new one takes its place
+            os.replace(target, work / "replaced")
+        os.replace(staging, target)
         return meta
+    except OSError as err:  # a full disk, a read-only folder: name the dataset being written (pyarrow's errors do not)
+        raise OSError(err.errno, f"writing dataset: {err.strerror or err}", str(err.filename or path)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_OWNER_FILE = "scaled_ql_writer.json"
+"""In a hidden work folder ``.<name>.XXXX`` next to the output: the writing process's pid and host."""
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def check_output_folder(path: str | Path, overwrite: bool) -> None:
+    """Fail, before any work, where :func:`write_dataset` would refuse the output ``path``: an
+    existing file, a non-empty folder without ``overwrite``, or a folder that is not a
+    scaled_ql dataset (never replaced, even with ``overwrite``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"dataset folder '{path}': a file (not a folder) is at that path; choose another output path")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"dataset folder '{path}' already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+        if not (path / METADATA_FILE).is_file():
+            raise FileExistsError(f"refusing to overwrite '{path}': it is not a scaled_ql dataset folder (no {METADATA_FILE})")
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise FileExistsError(f"refusing to overwrite '{path}': it holds the current working directory")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the hidden work folders ``.<name>.XXXX`` that a killed writer of ``path`` left next
+    to it (its process is gone), saying so on stderr; returns them. A work folder of a writer
+    still running on this host is left alone."""
+    path = Path(path).resolve()
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f".{path.name}.*"):
+        if not candidate.is_dir() or candidate.is_symlink():
+            continue
+        owner = candidate / _OWNER_FILE
+        if owner.is_file():
+            try:
+                info = json.loads(owner.read_text())
+                pid, host = int(info["pid"]), str(info["host"])
+            except (ValueError, KeyError, TypeError, OSError):
+                continue
+            if host != _hostname() or _process_alive(pid):
+                continue
+        elif not {p.name for p in candidate.iterdir()} <= {"rows.arrow", "dataset", "replaced"}:
+            continue  # not a work folder of write_dataset (written before owner files existed)
+        size = sum(f.stat().st_size for f in candidate.rglob("*") if f.is_file())
+        shutil.rmtree(candidate, ignore_errors=True)
+        print(f"removed '{candidate}' ({size / 2**20:.1f} MiB): an unfinished write of '{path.name}' whose process is gone",
+              file=sys.stderr)
+        removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _known_game(name: str):
@@ -540,7 +669,7 @@ def render_card(meta: DatasetMetadata) -> str:
     variants = [f"{g} is {v['game']} in ALE mode {v['mode']}, difficulty {v['difficulty']}" for g, v in meta.games.items() if "mode" in v]
     if variants:
         lines += ["Game variants: " + "; ".join(variants) + ".", ""]
-    lines += [f"| **total** | {meta.num_rows - meta.num_episodes} | {meta.num_episodes} | {meta.num_rows} | |", ""]
+    lines += [f"| **total** | {sum(int(v['steps']) for v in meta.games.values())} | {meta.num_episodes} | {meta.num_rows} | |", ""]
     lines += ["## How it was made", ""]
     if c:
         policy = c.get("policy", "?")
@@ -595,6 +724,11 @@ def render_card(meta: DatasetMetadata) -> str:
         "Row convention (RLDS-like): an episode of T agent steps is T + 1 contiguous rows. Row t holds the observation "
         "before action t, action t and reward r_t. The last row holds the final observation with action 0 and reward 0, "
         "and is marked `terminal` (game over) or `truncated` (time limit or collection budget: bootstrap from it).",
+    ]
+    if any(v.get("context_rows") for v in meta.games.values()):
+        lines[-1] += (" Rows with a negative `step` are context rows of an episode joined in progress (its start was not "
+                      "recorded): their frames fill the frame stacks of the rows after them, and no transition starts at one.")
+    lines += [
         "",
         f"`{METADATA_FILE}` lists the row and episode counts per game and the sha256 of every Arrow file; "
         "scaled_ql verifies them when it opens the folder.",

@@ -60,6 +60,7 @@ from scaled_ql.data.format import (
     DatasetMetadata,
     canonical_game_name,
     check_episodes,
+    check_values,
     dataset_features,
     open_arrow_file,
     read_metadata,
@@ -214,7 +215,10 @@ def check_whole_episodes(table: pa.Table, where: str) -> np.ndarray:
     col = lambda name: table.column(name).to_numpy()  # noqa: E731
     ends = check_episodes(col("episode_id"), col("step"), _flag(table, "terminal"), _flag(table, "truncated"), col("action"), col("reward"), where)
     game = table.column("game").combine_chunks()
-    codes = game.dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    encoded = game.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    # Finite rewards, actions within the full 18-action set (a stream does not say which set it uses).
+    check_values(col("action"), col("reward"), encoded.dictionary.to_pylist(), codes, where, full_action_space=True)
     starts = np.concatenate(([0], ends[:-1] + 1))
     first_code = np.repeat(codes[starts], ends - starts + 1)
     if (codes != first_code).any():
@@ -378,7 +382,9 @@ def export_parquet(
                 raise DatasetFormatError(
                     f"dataset folder '{meta.path}': game '{game}' has {rows} rows and {episodes} episodes, its {METADATA_FILE} says {meta.games[game]['rows']} and {meta.games[game]['episodes']}"
                 )
-            games_out[game] = {"rows": rows, "episodes": episodes, "steps": rows - episodes, "shards": count}
+            context = int(meta.games[game].get("context_rows", 0))  # context rows are not steps (see scaled_ql.data.format)
+            games_out[game] = {"rows": rows, "episodes": episodes, "steps": rows - episodes - context, "shards": count,
+                               **({"context_rows": context} if context else {})}
         parquet_meta = {
             "format": PARQUET_FORMAT,
             "format_version": PARQUET_VERSION,

@@ -23,6 +23,7 @@ from scaled_ql.data.format import (
     DatasetMetadata,
     canonical_game_name,
     check_episodes,
+    check_values,
     frame_chunk_offsets,
     open_arrow_file,
     read_metadata,
@@ -99,6 +100,10 @@ class ReplayStore:
                 if game_col.type != pa.string():
                     game_col = game_col.cast(pa.string())
                 ids = pc.fill_null(pc.index_in(game_col, value_set=game_set), -1)
+                codes = pc.dictionary_encode(game_col).combine_chunks()
+                check_values(columns["action"][-1], columns["reward"][-1], codes.dictionary.to_pylist(),
+                             codes.indices.to_numpy(zero_copy_only=False), where,
+                             full_action_space=bool(meta.collection.get("env", {}).get("full_action_space")))
                 columns["game_id"].append(ids.to_numpy().astype(np.int16))
                 pixels = np.frombuffer(whole, dtype=np.uint8)
                 self._views.append(
@@ -197,8 +202,9 @@ class ReplayStore:
         return {game: sums[keep & (self.game_id[ends] == g)] for g, game in enumerate(self.games)}
 
     def valid_starts(self, game_id: int) -> np.ndarray:
-        """Rows of game ``game_id`` that start a transition (every row but an episode's last)."""
-        return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row)
+        """Rows of game ``game_id`` that start a transition (every row but an episode's last and
+        its context rows, those of negative step: see ``scaled_ql.data.format``)."""
+        return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row & (self.step >= 0))
 
     def frame(self, row: int) -> np.ndarray:
         """Zero-copy read-only view of one row's frame, uint8 [H, W]."""

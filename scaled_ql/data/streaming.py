@@ -103,7 +103,8 @@ class EpisodeBlock:
         return self.terminal | self.truncated
 
     def valid_starts(self, game_id: int = 0) -> np.ndarray:
-        return np.flatnonzero(~self.is_last_row) if game_id == 0 else np.zeros(0, np.int64)
+        # Not an episode's last row, nor a context row (negative step; see scaled_ql.data.format).
+        return np.flatnonzero(~self.is_last_row & (self.step >= 0)) if game_id == 0 else np.zeros(0, np.int64)
 
     def gather_frames(self, rows: np.ndarray) -> np.ndarray:
         return self.frames[np.asarray(rows)]

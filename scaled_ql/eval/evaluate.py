@@ -88,7 +88,7 @@ def evaluate_game(
     try:
         num_actions = int(env.single_action_space.n)
         obs, _ = env.reset(seed=int(env_seed) % _SEED_RANGE)
-        tally = EpisodeTally(spec.name, num_envs, episodes, discount)
+        tally = EpisodeTally(spec.name, num_envs, episodes, discount, cap=eval_cfg.max_episode_steps)
         while not tally.done:
             actions = _check_actions(policy(obs, game_id), spec.name, game_id, num_envs, num_actions)
             explore = rng.random(num_envs) < eval_cfg.epsilon
@@ -108,8 +108,9 @@ class EpisodeTally:
     together (gymnasium's same-step autoreset): raw returns, lengths, truncations and, with
     ``discount = (gamma, reward_clip)``, discounted returns of clipped rewards (clip 0 = none)."""
 
-    def __init__(self, game: str, num_envs: int, episodes: int, discount: tuple[float, float] | None = None) -> None:
-        self.game, self.episodes, self.discount = game, episodes, discount
+    def __init__(self, game: str, num_envs: int, episodes: int, discount: tuple[float, float] | None = None,
+                 cap: int = 0) -> None:
+        self.game, self.episodes, self.discount, self.cap = game, episodes, discount, cap
         self.gamma, self.clip = discount if discount is not None else (1.0, 0.0)
         self._return = np.zeros(num_envs, dtype=np.float64)
         self._discounted = np.zeros(num_envs, dtype=np.float64)
@@ -118,6 +119,7 @@ class EpisodeTally:
         self.discounted: list[float] = []
         self.lengths: list[int] = []
         self.truncated = 0
+        self.capped = 0  # truncated by the CPU-budget cap `cap` (agent steps), not by the protocol's frame cap
 
     @property
     def done(self) -> bool:
@@ -136,6 +138,7 @@ class EpisodeTally:
                 self.discounted.append(float(self._discounted[i]))
                 self.lengths.append(int(self._length[i]))
                 self.truncated += int(truncated[i] and not terminated[i])
+                self.capped += int(bool(truncated[i]) and not terminated[i] and self.cap > 0 and self._length[i] >= self.cap)
                 finished += 1
             self._return[i] = self._discounted[i] = 0.0
             self._length[i] = 0
@@ -155,6 +158,8 @@ class EpisodeTally:
             "std": float(np.std(self.returns)),
             "human_normalized": human_normalized_score(self.game, mean),
             "truncated_episodes": self.truncated,
+            "capped_episodes": self.capped,
+            "capped": self.capped > 0,
         }
 
 
@@ -173,7 +178,8 @@ def aggregate_scores(
     """
     included = [g for g, r in per_game.items() if r["human_normalized"] is not None]
     excluded = [g for g in per_game if g not in included]
-    out: dict[str, Any] = {"num_games": len(included), "games": included, "excluded_games": excluded}
+    out: dict[str, Any] = {"num_games": len(included), "games": included, "excluded_games": excluded,
+                           "capped_games": [g for g in included if per_game[g].get("capped")]}
     if not included:
         for name in ("iqm", "median", "mean"):
             out[name] = {"value": None, "ci": None}
@@ -283,7 +289,8 @@ def format_score_table(results: dict[str, Any]) -> str:
     per_game = results.get("games", results)
     rows = [("game", "episodes", "mean ± std", "human-normalized")]
     for name, r in per_game.items():
-        rows.append((name, str(r["episodes"]), f"{r['mean']:.1f} ± {r['std']:.1f}", _fmt(r["human_normalized"])))
+        mark = " *" if r.get("capped") else ""
+        rows.append((name, str(r["episodes"]), f"{r['mean']:.1f} ± {r['std']:.1f}{mark}", _fmt(r["human_normalized"]) + mark))
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
     line = lambda row: "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
     text = [line(rows[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in rows[1:]]
@@ -296,6 +303,13 @@ def format_score_table(results: dict[str, Any]) -> str:
             text.append(f"{name.upper():>6} human-normalized: {_fmt(value, 3)}{ci_text}  ({agg['num_games']} games)")
         if agg["excluded_games"]:
             text.append(f"left out of aggregates (no reference scores): {', '.join(agg['excluded_games'])}")
+    capped = {name: r for name, r in per_game.items() if r.get("capped")}
+    if capped:
+        cap = results.get("protocol", {}).get("max_episode_steps", "max_episode_steps")
+        text.append(f"* capped: episodes cut at {cap} agent steps ("
+                    + ", ".join(f"{n} {r['capped_episodes']} of {r['episodes']}" for n, r in capped.items())
+                    + "); not full-game scores (a cut episode can score far above a full one), and the aggregates "
+                    + ("include them" if agg is not None and agg.get("capped_games") else "are marked"))
     return "\n".join(text)
 
 

@@ -15,10 +15,20 @@ def load_model(path: str | Path, device: str = "cpu"):
     from scaled_ql.models import MultiGameQNetwork
     from scaled_ql.train.checkpoint import CheckpointError, resolve_model_dir
 
+    from scaled_ql.models.weights import WeightsError, looks_like_repo_id
+
     local = Path(path)
+    if not local.exists() and (not looks_like_repo_id(str(path)) or local.parent.is_dir() and str(local.parent) not in ("", ".")):
+        # A path (not owner/name, or one whose parent folder is here, like runs/tny): never ask the Hub.
+        raise CheckpointError(f"checkpoint '{path}': no such folder" + (f" (nor Hub repo id: expected owner/name)" if not looks_like_repo_id(str(path)) else ""))
     source: str | Path = resolve_model_dir(local) if local.exists() else str(path)
     try:
         model = MultiGameQNetwork.from_pretrained(source, map_location=device, strict=True)
+    except WeightsError:
+        raise
+    except FileNotFoundError:  # huggingface_hub's LocalEntryNotFoundError: offline, or the Hub unreachable
+        raise CheckpointError(f"checkpoint '{source}': not a folder here, and as a Hub repo id: could not reach the Hugging Face "
+                              f"Hub to download it, and it is not in the local cache (offline? check the network or HF_HUB_OFFLINE)") from None
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint '{source}' does not match this version's Q-network: {err}") from None
     return model.to(device).eval(), source

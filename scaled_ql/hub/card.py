@@ -19,9 +19,13 @@ TAGS = ["reinforcement-learning", "offline-rl", "atari", "deep-q-learning", "cql
 
 
 def eval_results(results: dict[str, Any]) -> list[EvalResult]:
-    """One mean-return result (and one human-normalized result, where defined) per game."""
+    """One mean-return result (and one human-normalized result, where defined) per game. A game
+    whose evaluation cut episodes at ``max_episode_steps`` (``capped``) is left out: its score is
+    not the game's score, and the model-index would publish it as such."""
     out = []
     for game, res in results["games"].items():
+        if res.get("capped"):
+            continue
         spec = get_game(game)
         name = f"{spec.env_id} mode {spec.mode} difficulty {spec.difficulty}" if spec.is_variant else spec.env_id
         common = dict(task_type="reinforcement-learning", task_name="reinforcement-learning",
@@ -82,7 +86,8 @@ def render_model_card(
     rows, aggregate, protocol = [], "", ""
     if results:
         for game, res in results["games"].items():
-            rows.append({"game": game, "episodes": len(res["returns"]), "mean": _fmt(res["mean"]),
+            mark = " (capped)" if res.get("capped") else ""
+            rows.append({"game": game + mark, "episodes": len(res["returns"]), "mean": _fmt(res["mean"]),
                          "std": _fmt(res["std"]), "hns": _fmt(res.get("human_normalized"), 3)})
         agg = results.get("aggregate", {})
         parts = []
@@ -93,6 +98,11 @@ def render_model_card(
                 parts.append(f"{key.upper()} human-normalized: {_fmt(entry['value'], 3)} (95% CI {_fmt(lo, 3)} to {_fmt(hi, 3)})")
         if agg.get("excluded_games"):
             parts.append(f"Left out of the aggregates (no human reference score): {', '.join(agg['excluded_games'])}")
+        capped = [g for g, res in results["games"].items() if res.get("capped")]
+        if capped:
+            cap = results.get("protocol", {}).get("max_episode_steps")
+            parts.append(f"Capped: episodes of {', '.join(capped)} were cut at {cap} agent steps, so their scores (and "
+                         "aggregates that include them) are not full-game scores; they are not in the model-index")
         aggregate = "\n".join(f"- {p}" for p in parts)
         protocol = ", ".join(f"{k}={v}" for k, v in results.get("protocol", {}).items())
     heads = "one shared 18-action head" if model.get("shared_head") else "one head per game"

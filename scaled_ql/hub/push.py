@@ -53,6 +53,7 @@ def build_push_folder(checkpoint: str | Path, repo_id: str, out_dir: str | Path,
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint '{model_dir}': expected {', '.join(MODEL_FILES)}, missing {', '.join(missing)}")
+    model, _ = load_model(model_dir)  # before anything is copied: corrupt or non-finite weights are refused, naming the file
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"upload folder '{out}' is not empty")
@@ -72,7 +73,6 @@ def build_push_folder(checkpoint: str | Path, repo_id: str, out_dir: str | Path,
     if run_dir is not None and (run_dir / "tb").is_dir():
         shutil.copytree(run_dir / "tb", out / "tb")
 
-    model, _ = load_model(model_dir)
     card = render_model_card(
         json.loads((model_dir / "config.json").read_text()),
         json.loads((model_dir / "train_config.json").read_text()),

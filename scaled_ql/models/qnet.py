@@ -93,6 +93,21 @@ class MultiGameQNetwork(
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
 
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download: bool, local_files_only: bool, token,
+                         map_location: str = "cpu", strict: bool = False, **model_kwargs):
+        """The mixin's loader, made safe (see ``scaled_ql.models.weights``): safetensors only,
+        config shapes checked against the file before building, non-finite weights refused."""
+        from scaled_ql.models.weights import check_config_against_weights, read_weights, weights_file
+
+        file = weights_file(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                            local_files_only=local_files_only, token=token)
+        check_config_against_weights(cls, model_kwargs, file)
+        state = read_weights(file)
+        model = cls(**model_kwargs)
+        model.load_state_dict(state, strict=strict)
+        return model.to(map_location).eval()
+
     def __init__(
         self, games: list[str], model: dict[str, Any], env: dict[str, Any], action_sets: list[list[int]] | None = None
     ) -> None:

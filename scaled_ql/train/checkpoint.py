@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -152,48 +153,55 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):  # left by a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        (tmp / "state").mkdir(parents=True)
-    _barrier(accelerator)
+    try:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp-*"):  # left by a save that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            (tmp / "state").mkdir(parents=True)
+        _barrier(accelerator)
 
-    layout = _optimizer_layout(optimizer, accelerator)
-    sharded = layout != "full"
-    if write_rank_files is not None:
-        write_rank_files(tmp / "state")
-    if sharded:
-        opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
-        save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
-        (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
-    gathered = [rank_state] if accelerator is None else gather_object([rank_state])
-    rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
-    if rank == 0:
-        model.save_pretrained(tmp / "model")
-        (tmp / "model" / "train_config.json").write_text(cfg.to_json())
-        save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
-        meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded,
-                                "optimizer_layout": layout, "ranks": gathered}
-        if not sharded:
-            opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
-            save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
-        save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
-        (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
-    _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
+        layout = _optimizer_layout(optimizer, accelerator)
+        sharded = layout != "full"
+        if write_rank_files is not None:
+            write_rank_files(tmp / "state")
+        if sharded:
+            opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
+            save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
+            (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
+        gathered = [rank_state] if accelerator is None else gather_object([rank_state])
+        rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
+        if rank == 0:
+            model.save_pretrained(tmp / "model")
+            (tmp / "model" / "train_config.json").write_text(cfg.to_json())
+            save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, tmp / "state" / "target.safetensors")
+            meta: dict[str, Any] = {"step": step, "world_size": world, "sharded_optimizer": sharded,
+                                    "optimizer_layout": layout, "ranks": gathered}
+            if not sharded:
+                opt_tensors, meta["optimizer"] = optimizer_to_safetensors(getattr(optimizer, "optimizer", optimizer))
+                save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
+            save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
+            (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
+        _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
 
-    if rank == 0:
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        if rank == 0:
+            _fsync_tree(tmp)
+            if final.exists():  # re-saving the same step (e.g. resumed exactly at a checkpoint)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fd = os.open(root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    except (OSError, SafetensorError) as err:  # a full disk, a read-only folder: one line naming both, no leftovers
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = getattr(err, "strerror", None) or str(err)
+        raise CheckpointError(f"could not write checkpoint '{final}': {cause}"
+                              + (f" ('{err.filename}')" if getattr(err, "filename", None) else "")
+                              + "; no partial checkpoint was left") from None
     _barrier(accelerator)
     return final
 
@@ -211,6 +219,74 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed from (a missing, truncated or corrupt file,
+    named), or None when every file is readable. Reads the safetensors headers (which cover
+    the file's length) and the JSON files, not the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    for name in ("model/config.json", "model/model.safetensors", "model/train_config.json", "state/target.safetensors",
+                 "state/rng.safetensors", "state/trainer.json"):
+        if not (path / name).is_file():
+            return f"'{path / name}' is missing"
+    for file in sorted(path.rglob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    handle.keys()
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"'{file}' is corrupt or truncated ({err})"
+    meta = json.loads((path / "state" / "trainer.json").read_text())
+    if not meta.get("sharded_optimizer") and not (path / "state" / "optimizer.safetensors").is_file():
+        return f"'{path / 'state' / 'optimizer.safetensors'}' is missing"
+    return None
+
+
+def find_resumable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint of ``run_dir`` and, one line each, what was skipped and why
+    (a newer corrupt checkpoint; a ``.tmp-`` folder of a write that was killed; none at all)."""
+    root = Path(run_dir) / CHECKPOINTS
+    notes = []
+    for candidate in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            return candidate, notes
+        notes.append(f"skipped checkpoint '{candidate}': {problem}")
+    partial = sorted(root.glob(".tmp-*")) if root.is_dir() else []
+    why = (f"the only checkpoint write, '{partial[-1]}', was interrupted before it completed" if partial and not notes
+           else "no checkpoint is intact" if notes else f"'{root}' holds no checkpoint")
+    notes.append(f"--resume: nothing to resume in '{run_dir}' ({why}): starting fresh from step 0")
+    return None, notes
+
+
+def dataset_fingerprint(metadata: list[Any]) -> dict[str, Any]:
+    """What identifies the training data: its folders and one sha256 over every data file's
+    sha256 (from the datasets' metadata, so nothing is read)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for meta in metadata:
+        for entry in meta.files:
+            digest.update(f"{entry['name']}:{entry['sha256']}\n".encode())
+    return {"paths": [str(m.path) for m in metadata], "sha256": digest.hexdigest(), "rows": sum(m.num_rows for m in metadata)}
+
+
+def check_same_dataset(path: Path, meta: dict[str, Any], current: dict[str, Any]) -> None:
+    """Stop when checkpoint ``path`` was trained on other data than ``current`` (a dataset
+    regenerated at the same path, say), naming both."""
+    saved = meta.get("ranks", [{}])[0].get("dataset")
+    if saved is None or saved["sha256"] == current["sha256"]:
+        return  # checkpoints written before fingerprints were recorded are not checked
+    raise CheckpointError(
+        f"checkpoint '{path}' was trained on dataset {saved['paths']} with fingerprint {saved['sha256'][:16]} ({saved['rows']} rows), "
+        f"but data.path now holds {current['paths']} with fingerprint {current['sha256'][:16]} ({current['rows']} rows): the "
+        "data changed (regenerated at the same path?). Resume with the original data, or start a new run (name=...)"
+    )
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a run folder, a checkpoint folder or its ``model/`` folder; return the ``model/`` folder."""
     path = Path(path)
@@ -222,9 +298,13 @@ def resolve_model_dir(path: str | Path) -> Path:
         latest = latest_checkpoint(path)
         if latest is not None:
             return latest / "model"
+    from scaled_ql.models.weights import PICKLE_FILES
+
+    pickles = [name for name in PICKLE_FILES if (path / name).is_file() or (path / "model" / name).is_file()]
     raise CheckpointError(
         f"checkpoint '{path}': expected a folder holding model.safetensors (or model/model.safetensors, "
-        f"or a run folder with checkpoints/), found none"
+        f"or a run folder with checkpoints/), found "
+        + (f"only {pickles[0]}, a pickle file, which scaled_ql never loads (nothing is unpickled)" if pickles else "none")
     )
 
 
@@ -245,7 +325,7 @@ def load_checkpoint(path: Path, cfg: ExperimentConfig, model: nn.Module, target:
         target.load_state_dict(load_file(path / "state" / "target.safetensors"), strict=True)
         meta = json.loads((path / "state" / "trainer.json").read_text())
         rngs = load_file(path / "state" / "rng.safetensors")
-    except (OSError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+    except (OSError, RuntimeError, KeyError, json.JSONDecodeError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint '{path}' could not be loaded: {err}") from None
     mine = {k.split(".", 1)[1]: v for k, v in rngs.items() if k.startswith(f"rank{rank}.")}
     if mine:
@@ -277,7 +357,7 @@ def load_optimizer(path: Path, loaded: LoadedState, optimizer: Any, rank: int, w
             inner = getattr(optimizer, "optimizer", optimizer)
             inner.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), loaded.meta["optimizer"]))
             match_param_layout(inner)
-    except (OSError, RuntimeError, KeyError, ValueError, json.JSONDecodeError) as err:
+    except (OSError, RuntimeError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint '{path}': the optimizer state could not be loaded: {err}") from None
 
 

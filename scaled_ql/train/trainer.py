@@ -23,7 +23,9 @@ from scaled_ql.data.augment import augment_batch
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
-from scaled_ql.train.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint
+from scaled_ql.train.checkpoint import (check_compatible, check_same_dataset, dataset_fingerprint, find_resumable_checkpoint,
+                                       latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint)
+from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loop, stop_on_signals, stop_requested
 from scaled_ql.train.parallel import make_accelerator, prepare, shutdown
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step, unwrap
 
@@ -121,7 +123,8 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
         torch.set_num_threads(cfg.train.threads)
     accelerator, cfg, topo = make_accelerator(cfg)
     try:
-        return _train(cfg, accelerator, topo, resume, progress)
+        with stop_on_signals():  # SIGTERM / SIGINT / SIGUSR1: finish the update, checkpoint, stop
+            return _train(cfg, accelerator, topo, resume, progress)
     finally:
         shutdown(accelerator)
 
@@ -154,9 +157,13 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     model, target, optimizer = build_training_state(cfg, device)
 
     step, last_ckpt, loaded = 0, None, None
-    found = latest_checkpoint(run_dir) if resume else None
+    found, notes = find_resumable_checkpoint(run_dir) if resume else (None, [])
+    for note in notes if main else []:
+        tqdm.write(note)
+    dataset = dataset_fingerprint(store.metadata)
     if found is not None:
         loaded = load_checkpoint(found, cfg, model, target, rank=topo.rank)
+        check_same_dataset(found, loaded.meta, dataset)
         step, last_ckpt = loaded.step, found
     model, optimizer = prepare(accelerator, model, optimizer)
     net = unwrap(model)
@@ -184,7 +191,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
         online.start_actor(cfg, net, device, topo)
 
     def checkpoint(at: int) -> Path:
-        state = {"sampler": sampler.state_dict(), **({"holdout_sampler": holdout.state_dict()} if holdout else {}),
+        state = {"sampler": sampler.state_dict(), "dataset": dataset, **({"holdout_sampler": holdout.state_dict()} if holdout else {}),
                  **(online.state_dict() if online else {})}
         return save_checkpoint(run_dir, at, cfg, net, target, optimizer, state, accelerator,
                                write_rank_files=online.save_store if online else None)
@@ -195,6 +202,7 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
     sample_s = update_s = 0.0
     eval_results = None
     model.train()
+    enter_loop()  # from here a signal finishes the update and checkpoints
     while step < cfg.train.steps:
         if online is not None:  # play, then learn: env steps, then one update
             online.act(step, cfg.train.steps)
@@ -245,12 +253,21 @@ def _train(cfg: ExperimentConfig, accelerator, topo, resume: bool, progress: boo
             if main:
                 run_evaluation(cfg, net, device, run_dir / "eval" / f"step_{step:08d}", writer, step, progress, sampler)
             accelerator.wait_for_everyone()
+        stopped_by = stop_requested(accelerator, sync=step % check_every == 0)
+        if stopped_by is not None:
+            if last_ckpt is None or last_ckpt.name != f"{step:08d}":
+                last_ckpt = checkpoint(step)
+            for closing in (bar, online, writer):
+                if closing is not None:
+                    closing.close()
+            raise TrainingInterrupted(stopped_by, step, last_ckpt)
     bar.close()
     if online is not None:
         online.close()
 
     if last_ckpt is None or last_ckpt.name != f"{step:08d}":
         last_ckpt = checkpoint(step)
+    leave_loop()  # the final checkpoint is whole: a signal now stops at once
     if cfg.eval.episodes > 0 and main:
         eval_results = run_evaluation(cfg, net, device, run_dir / "eval" / "final", writer, step, progress, sampler,
                                       baselines=cfg.eval.baselines)
@@ -313,6 +330,8 @@ class _OnlinePart:
         out = {"online/offline_fraction": self.mix.offline_fraction, "online/replay_rows": float(len(self.store))}
         if self.last is not None:
             out |= {k.replace("actor/", "online/"): v for k, v in self.last.metrics().items() if "mean" not in k}
+        if self.actor is not None:  # running totals over the run (the report's counts are this update's only)
+            out |= {"online/env_steps": float(self.actor.env_steps), "online/episodes": float(self.actor.episodes_finished)}
         if self.returns:  # episodes that ended since the last log
             out["online/return"] = float(np.mean(self.returns))
             self.returns = []
