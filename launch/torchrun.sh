@@ -5,7 +5,7 @@
 # launch/accelerate/ are the usual route (see launch/README.md).
 #
 #   NGPU=8 CONFIG=configs/atari40.yaml launch/torchrun.sh train.batch_size=656
-#   NPROC=2 CONFIG=configs/tiny.yaml launch/torchrun.sh train.batch_size=36 train.threads=1   # 2 CPU processes
+#   NPROC=2 CONFIG=configs/tiny.yaml launch/torchrun.sh train.threads=1   # 2 CPU processes
 #   DRY_RUN=1 launch/torchrun.sh ...    # print the command instead of running it
 set -euo pipefail
 
