@@ -65,6 +65,32 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Scaled QL's fine-tuning protocol at CPU scale: a network pretrained on ``pretrain_games``
+    (from the suite's main dataset) fine-tuned to each target, a held-out variant of a training
+    game and a held-out game, from a small dataset of it, offline and online (each mode's
+    overrides), against the same network trained from scratch on the same data and budget."""
+
+    pretrain_games: tuple[str, ...]
+    pretrain: tuple[str, ...]
+    """Overrides of the pretraining run (its budget: long enough to read the screen)."""
+    targets: tuple[tuple[str, str], ...]
+    """(label, game or variant) pairs, e.g. ("held-out variant", "Breakout-m0d1")."""
+    target_data: tuple[str, ...]
+    """``prep.*`` overrides of each target's small dataset (its scripted behaviour, size, seed)."""
+    modes: tuple[tuple[str, str, tuple[str, ...]], ...]
+    """(slug, label, overrides): how the fine-tuning runs, e.g. offline, online Cal-QL, online CQL."""
+    finetune: tuple[str, ...]
+    """Overrides of every fine-tuning and scratch run (budget, evaluation schedule)."""
+    method: str = "cql_dr3"
+    seeds: tuple[int, ...] = (1, 2, 3)
+
+
+def slug(game: str) -> str:
+    return game.replace("-", "_")
+
+
+@dataclass(frozen=True)
 class Suite:
     """Everything a benchmark run fixes in advance. Overrides are ``key=value`` config strings
     applied on top of ``base`` (a YAML file in ``configs/``)."""
@@ -97,6 +123,8 @@ class Suite:
     """The methods trained on the mixed-quality dataset (multi-game, the tables' seeds)."""
     mixed_common: tuple[str, ...] = ()
     """Overrides of the mixed-regime runs on top of ``common`` (their budget)."""
+    transfer: Transfer | None = None
+    """The pretraining-helps-a-new-game experiment; None: not part of the suite."""
     peer: tuple[str, ...] = ()
     """Overrides of the reference-implementation comparison (d3rlpy's DiscreteCQL against ours on
     ``single_game``, same data, network, batch, optimizer and updates); empty: no peer rows."""
@@ -163,6 +191,22 @@ SUITES: dict[str, Suite] = {
         # steps per game as the main data; its methods and budget follow the levers chosen on seed 0.
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.25", "prep.steps_per_game=50000",
                     "prep.num_envs=8", "prep.max_episode_steps=2000"),
+        # Issue 13's transfer experiment (Scaled QL's protocol at CPU scale), fixed before its first run:
+        # pretrain on Breakout + Freeway long enough to read Breakout's screen, then fine-tune to a
+        # held-out variant (Breakout with the harder difficulty: the small paddle) and a held-out game
+        # (Pong), each from a 10,000-step scripted dataset, offline, online with Cal-QL and online with
+        # plain CQL, against scratch; 3 seeds.
+        transfer=Transfer(
+            pretrain_games=("Breakout", "Freeway"),
+            pretrain=("train.steps=40000", "train.eval_every=8000", "train.checkpoint_every=8000"),
+            targets=(("held-out variant", "Breakout-m0d1"), ("held-out game", "Pong")),
+            target_data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=10000", "prep.num_envs=8",
+                         "prep.max_episode_steps=2000", "seed=100"),
+            modes=(("offline", "offline", ()),
+                   ("online-calql", "online, Cal-QL", ("online.enabled=true", "loss.calibrated=true")),
+                   ("online-cql", "online, CQL", ("online.enabled=true",))),
+            finetune=("train.steps=5000", "train.eval_every=1000", "train.checkpoint_every=1000"),
+        ),
         peer=("data.n_step=1", *_LEVER_BUDGET),
         peer_seeds=(1, 2, 3),
         probes=tuple(Probe(f"Breakout-{m}-5x", f"{label}, Breakout alone, 5x the updates", "Breakout", m,
@@ -194,6 +238,13 @@ SUITES: dict[str, Suite] = {
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.5", "prep.steps_per_game=120",
                     "prep.num_envs=2", "prep.max_episode_steps=40"),
         mixed_methods=("bc", "cql_dr3"),
+        transfer=Transfer(
+            pretrain_games=("Breakout",), pretrain=("train.steps=4",),
+            targets=(("held-out variant", "Breakout-m0d1"), ("held-out game", "Freeway")),
+            target_data=("prep.policy=scripted", "prep.epsilon=0.5", "prep.steps_per_game=60", "prep.num_envs=2",
+                         "prep.max_episode_steps=40", "seed=100"),
+            modes=(("offline", "offline", ()), ("online-calql", "online, Cal-QL", ("online.enabled=true", "loss.calibrated=true"))),
+            finetune=("train.steps=4", "train.eval_every=2"), seeds=(1, 2)),
     ),
 }
 
@@ -269,6 +320,8 @@ class LearningBenchmark:
                     jobs.append(Job(f"mixed/{name}/seed{seed}", "mixed", self._train_fn(
                         f"mixed-{name}-seed{seed}", games, mixed, method, seed, s.mixed_common), ("data/mixed",),
                         {"method": name, "seed": seed, "games": games}))
+        if s.transfer is not None:
+            jobs += self._transfer_jobs(s.transfer, main)
         if s.peer:
             for seed in s.peer_seeds:
                 for impl in ("d3rlpy", "ours"):
@@ -314,6 +367,41 @@ class LearningBenchmark:
             return self._train(cfg)
 
         return run
+
+    def _transfer_jobs(self, t: Transfer, main: Path) -> list[Job]:
+        method = self.methods[t.method] if t.method in self.methods else next(m for m in _METHODS if m.name == t.method)
+        pre_name = f"transfer-pretrain-{'-'.join(t.pretrain_games)}"
+        jobs = [Job("transfer/pretrain", "pretrain", self._train_fn(
+            pre_name, list(t.pretrain_games), main, method, t.seeds[0],
+            ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch() * len(t.pretrain_games)}", *t.pretrain)),
+            ("data/main",), {"method": method.name, "seed": t.seeds[0], "games": list(t.pretrain_games), "transfer": True})]
+        for label, game in t.targets:
+            data = self.work / "data" / f"transfer-{slug(game)}"
+            jobs.append(Job(f"data/transfer-{slug(game)}", "data",
+                            lambda game=game, data=data: self._data([game], data, t.target_data)))
+        for seed in t.seeds:
+            for label, game in t.targets:
+                data = self.work / "data" / f"transfer-{slug(game)}"
+                for mode, _, overrides in t.modes:
+                    for start in ("pretrained", "scratch"):
+                        name = f"transfer-{slug(game)}-{mode}-{start}-seed{seed}"
+                        common = (f"name={name}", f"seed={seed}", f"runs_dir={self.work / 'runs'}", *method.overrides,
+                                  f"train.batch_size={self._per_game_batch()}", *t.finetune, *overrides)
+
+                        def run(game=game, data=data, start=start, common=common) -> dict[str, Any]:
+                            if start == "pretrained":
+                                from scaled_ql.train.finetune import finetune_config
+
+                                cfg = finetune_config(self.work / "runs" / pre_name, [game], data, overrides=common)
+                            else:
+                                cfg = self.config(f"games=[{game}]", f"data.path={data}", *common)
+                            return self._train(cfg)
+
+                        jobs.append(Job(f"transfer/{slug(game)}/{mode}/{start}/seed{seed}", "transfer", run,
+                                        (f"data/transfer-{slug(game)}",) + (("transfer/pretrain",) if start == "pretrained" else ()),
+                                        {"method": method.name, "seed": seed, "start": start, "games": [game],
+                                         "target": label, "mode": mode}))
+        return jobs
 
     def _peer_fn(self, impl: str, seed: int, data: Path) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:

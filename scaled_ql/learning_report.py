@@ -146,6 +146,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     lines += ["", *_finetune_lines(bench, results), ""]
     if suite.mixed_data:
         lines += [*_mixed_lines(bench, results), ""]
+    if suite.transfer is not None:
+        lines += [*_transfer_lines(bench, results, plots, rel), ""]
     if suite.peer:
         lines += [*_peer_lines(bench, results, behaviour), ""]
     if any(p.group for p in suite.probes):
@@ -316,6 +318,84 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
                          f"| {_fmt(sm['mean'])} | ({_fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
                          f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != 'bc' else ''} |")
         lines.append("")
+    return lines
+
+
+def area_under_curve(points: list[list[float]]) -> float | None:
+    """The evaluation return averaged over training: the trapezoid area under the return-vs-updates
+    curve divided by the updates it spans (a single point: its value)."""
+    if not points:
+        return None
+    steps, returns = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    if len(points) == 1:
+        return float(returns[0])
+    return float(np.sum((returns[1:] + returns[:-1]) / 2 * np.diff(steps)) / (steps[-1] - steps[0]))
+
+
+def _interval(values: list[float]) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of the mean over seeds (rliable's resampling of runs)."""
+    if len(values) < 2:
+        return None
+    return stratified_bootstrap_ci(np.array(values)[:, None], lambda x: np.mean(x, axis=(-2, -1)), reps=2000, seed=0)
+
+
+def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) -> list[str]:
+    """Pretrained against scratch per target and mode: final return, and the area under the
+    return curve with 95% bootstrap intervals over seeds; one plot with the mean curves."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    t = bench.suite.transfer
+    pre = results.get("transfer/pretrain")
+    lines = ["## Transfer, the Scaled QL way: does pretraining help a new variant and a new game?", "",
+             f"A {bench.methods[t.method].label if t.method in bench.methods else t.method} network pretrained on "
+             f"{', '.join(t.pretrain_games)} (`{' '.join(t.pretrain)}`, seed {t.seeds[0]}"
+             + ("; its final returns: " + ", ".join(f"{g} {_fmt(v['mean'])}" for g, v in pre["final"].items()) if pre else "; not run yet")
+             + f") is fine-tuned to each target from a small dataset of it (`{' '.join(t.target_data)}`), offline and online, "
+             f"against the same network trained from scratch on the same data and budget (`{' '.join(t.finetune)}`), seeds "
+             f"{', '.join(map(str, t.seeds))}. AUC: the evaluation return averaged over fine-tuning (area under the curve "
+             "over the updates it spans); in brackets its 95% percentile-bootstrap interval over seeds. Pretraining "
+             "helps where the intervals do not overlap.", "",
+             "| target | mode | start | final return (per seed) | AUC [95% CI] | intervals |", "|---|---|---|---|---|---|"]
+    panels = []
+    for label, game in t.targets:
+        for mode, mode_label, _ in t.modes:
+            runs = {start: [r for r in results.values() if r["kind"] == "transfer" and r["games"] == [game]
+                            and r["mode"] == mode and r["start"] == start] for start in ("pretrained", "scratch")}
+            aucs, cis = {}, {}
+            for start, rs in runs.items():
+                aucs[start] = [a for r in rs if (a := area_under_curve(r["curves"].get(f"eval_return/{game}", []))) is not None]
+                cis[start] = _interval(aucs[start])
+            apart = ("n/a" if cis["pretrained"] is None or cis["scratch"] is None else
+                     "pretrained higher" if cis["pretrained"][0] > cis["scratch"][1] else
+                     "scratch higher" if cis["scratch"][0] > cis["pretrained"][1] else "overlap")
+            for start, rs in runs.items():
+                sm = summarize(rs, game)
+                if sm is None:
+                    lines.append(f"| {label} ({game}) | {mode_label} | {start} | not run | | |")
+                    continue
+                ci = cis[start]
+                auc = f"{_fmt(float(np.mean(aucs[start])))}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+                lines.append(f"| {label} ({game}) | {mode_label} | {start} | {_fmt(sm['mean'])} "
+                             f"({', '.join(_fmt(x) for x in sm['per_seed'])}) | {auc} | {apart if start == 'pretrained' else ''} |")
+            panels.append((f"{game}, {mode_label}", game, runs))
+    if any(rs for _, _, runs in panels for rs in runs.values()):
+        fig = Figure(figsize=(3.6 * len(t.modes), 3.0 * len(t.targets)), layout="constrained")
+        FigureCanvasAgg(fig)
+        for i, (title, game, runs) in enumerate(panels):
+            ax = fig.add_subplot(len(t.targets), len(t.modes), i + 1)
+            for start, color in (("pretrained", "C0"), ("scratch", "C1")):
+                curve = _curve(runs[start], f"eval_return/{game}")
+                if curve is not None:  # a 95% band: 1.96 standard errors over seeds
+                    steps, mean, se = curve
+                    ax.plot(steps, mean, color=color, label=start)
+                    ax.fill_between(steps, mean - 1.96 * se, mean + 1.96 * se, color=color, alpha=0.2)
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel("fine-tuning updates", fontsize=7)
+            ax.set_ylabel("return", fontsize=7)
+        path = _save(fig, plots / "transfer.png", legend_size=7)
+        lines += ["", "Return during fine-tuning, mean over seeds with a band of +/- 1.96 standard errors.", "",
+                  f"![transfer]({rel(path)})"]
     return lines
 
 

@@ -28,7 +28,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     report = out.read_text()
-    assert "jobs finished: 2 of 22" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
+    assert "jobs finished: 2 of 41" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
     before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
@@ -57,7 +57,16 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert set(mixed["collection"]["parts"]["Freeway"]) == {"scripted", "poor"}
     assert json.loads((results / "mixed__cql_dr3__seed2.json").read_text())["config"]["data"]["path"].endswith("mixed")
 
+    variant = json.loads((results / "transfer__Breakout_m0d1__online-calql__pretrained__seed2.json").read_text())
+    assert variant["games"] == ["Breakout-m0d1"] and variant["config"]["online"]["enabled"] is True
+    assert variant["config"]["loss"]["calibrated"] is True and variant["config"]["finetune"]["init"].endswith("transfer-pretrain-Breakout")
+    scratch = json.loads((results / "transfer__Freeway__offline__scratch__seed1.json").read_text())
+    assert scratch["config"]["finetune"]["init"] == "" and scratch["config"]["online"]["enabled"] is False
+    assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
+
     report = out.read_text()
+    assert "## Transfer, the Scaled QL way" in report and "| held-out variant (Breakout-m0d1) | online, Cal-QL | pretrained |" in report
+    assert (results / "transfer.png").stat().st_size > 1000
     assert "## Mixed-quality data: does offline RL beat imitation?" in report and "### Freeway (mixed quality)" in report
     assert "| poor controller alone (epsilon 0.1, 2 evaluation episodes) |" in report and "| **the data** (all " in report
     assert "| CQL + DR3 (2 seeds: " in report
@@ -67,7 +76,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert "| CQL + DR3, Breakout alone, 2x the updates (`train.steps=8`), seed 0 (where it was tried) | 8 |" in report
     assert "| CQL + DR3, Breakout alone, 2x the updates, seeds 1 (the check) | 8 |" in report
     assert "| CQL + DR3, Breakout alone, the tables' budget (seeds 1, 2) | 4 |" in report
-    assert "jobs finished: 22 of 22" in report and "not run" not in report
+    assert "jobs finished: 41 of 41" in report and "not run" not in report
     for heading in ("## What the greedy policies do on the data's states", "### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
         assert heading in report
     assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
@@ -90,7 +99,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 22
+    assert capsys.readouterr().out.count("done  ") == 41
 
     # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
     import shutil
@@ -118,7 +127,8 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert suite.finetune_game in suite.games and suite.single_game in suite.games
     bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
     assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) + sum(len(p.seeds) for p in suite.probes)
-                               + 1 + 3 * len(suite.mixed_methods))
+                               + 1 + 3 * len(suite.mixed_methods)
+                               + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds)))
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
     probes = [j for j in bench.jobs if j.kind == "probe"]
     assert bench.jobs[-len(probes):] == probes and len(probes) == sum(len(p.seeds) for p in suite.probes)
