@@ -3,7 +3,7 @@
 Each observation stack is padded by ``pad`` pixels on every side by repeating its border
 (replicate padding) and cropped back to its size at a random offset: the same offset for all
 frames of one stack, independent offsets for s and s' of a transition and for every transition
-(as DrQ does). Frames stay uint8; the shift is a gather, so it costs one copy of the frames.
+(as DrQ does). Frames stay uint8; the shift is a gather per axis.
 
 The offsets come from a generator seeded by ``(seed, step)``, so a resumed run draws the same
 shifts as an uninterrupted one without any saved state.
@@ -24,7 +24,7 @@ def random_shift(obs: torch.Tensor, pad: int, generator: torch.Generator) -> tor
     """``obs`` [N, K, H, W] shifted by up to ``pad`` pixels in each direction, one shift per stack.
 
     Equivalent to ``F.pad(obs, (pad,) * 4, mode="replicate")`` followed by an H x W crop at a
-    uniformly random corner in ``[0, 2 pad]^2``; done as an index gather so it works on uint8.
+    uniformly random corner in ``[0, 2 pad]^2``; done as two index gathers so it works on uint8.
     """
     if obs.ndim != 4:
         raise ValueError(f"random_shift: expected observations [N, K, H, W], got shape {tuple(obs.shape)}")
@@ -34,11 +34,8 @@ def random_shift(obs: torch.Tensor, pad: int, generator: torch.Generator) -> tor
     shift = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=generator.device).to(obs.device) - pad
     rows = (torch.arange(h, device=obs.device)[None, :] + shift[:, :1]).clamp_(0, h - 1)  # [N, H]
     cols = (torch.arange(w, device=obs.device)[None, :] + shift[:, 1:]).clamp_(0, w - 1)  # [N, W]
-    flat = obs.reshape(n * k, h, w)
-    idx = torch.arange(n * k, device=obs.device)[:, None, None]
-    rows = rows.repeat_interleave(k, 0)[:, :, None]
-    cols = cols.repeat_interleave(k, 0)[:, None, :]
-    return flat[idx, rows, cols].reshape(n, k, h, w)
+    out = obs.gather(2, rows[:, None, :, None].expand(n, k, h, w))  # rows first, then columns: two cheap gathers
+    return out.gather(3, cols[:, None, None, :].expand(n, k, h, w))
 
 
 def augment_batch(batch: TorchBatch, kind: str, pad: int, seed: int, step: int) -> TorchBatch:
