@@ -275,9 +275,10 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
     against the data and against behaviour cloning."""
     suite = bench.suite
     data = results.get("data/mixed")
+    share = next((o.split("=", 1)[1] for o in suite.mixed_data if o.startswith("prep.good_fraction=")), "0.25")
     lines = ["## Mixed-quality data: does offline RL beat imitation?", "",
-             f"Dataset: `{' '.join(suite.mixed_data)}` on the same games. Per game, "
-             "the first quarter of the environments play the scripted controller and the other three quarters a poor "
+             f"Dataset: `{' '.join(suite.mixed_data)}` on the same games. Per game, a share {share} of the environments "
+             "play the scripted controller and the others a poor "
              "controller that reads the same RAM and does the wrong thing (Pong, Breakout: moves the paddle away from "
              "the ball; Freeway: always DOWN), both with the same share of random actions; so cloning the data's most "
              "frequent action copies the poor controller, and only the rewards tell the two apart. Runs: "
