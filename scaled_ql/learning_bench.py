@@ -161,6 +161,8 @@ LEVER_PROBES = tuple(
         ("-batch64", ", batch 64 at equal wall time", ("train.batch_size=64", "train.steps=7200", "train.eval_every=1440",
                                                        "train.checkpoint_every=1440")),
         ("-adameps1e-8", ", Adam epsilon 1e-8", ("train.adam_eps=1e-8",)),
+        # Added after the single levers: the two that brought the figure forward, together.
+        ("-lr3e-4-adameps1e-8", ", learning rate 3e-4 and Adam epsilon 1e-8", ("train.lr=3e-4", "train.adam_eps=1e-8")),
     )
 )
 

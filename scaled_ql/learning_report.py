@@ -426,9 +426,14 @@ def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                   "| change | seeds | return at each evaluation (mean over seeds) | reads the screen at | final return | "
                   "top action share (agreement) | start value: thinks / gets | minutes | updates/s |",
                   "|---|---|---|---:|---:|---|---|---:|---:|"]
+        rows = []
         for p in probes:
-            runs = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
+            done = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
             change = "none (the base)" if p is probes[0] else f"`{' '.join(o for o in p.overrides if o not in probes[0].overrides)}`"
+            rows.append((change, [r for r in done if r["seed"] == p.seeds[0]]))
+            if len(p.seeds) > 1:  # the check on the seeds it was not chosen on, in a row of its own
+                rows.append((f"{change}, the check", [r for r in done if r["seed"] != p.seeds[0]]))
+        for change, runs in rows:
             sm = summarize(runs, game)
             if sm is None:
                 lines.append(f"| {change} | | not run | | | | | | |")
