@@ -447,7 +447,7 @@ def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
             value = (f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}" if thinks else "n/a")
             speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
             lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} "
-                         f"| {', '.join(f'{int(s) // 1000}k: {r:.1f}' for s, r in points) or 'n/a'} "
+                         f"| {', '.join(f'{s / 1000:g}k: {r:.1f}' for s, r in points) or 'n/a'} "
                          f"| {f'{at:,}' if at is not None else 'not within the run'} | {_fmt(sm['mean'])} | {share} | {value} "
                          f"| {np.mean([r['wall_s'] for r in runs]) / 60:.0f} | {_fmt(float(np.median(speed))) if speed else 'n/a'} |")
         lines.append("")
