@@ -195,9 +195,12 @@ SUITES: dict[str, Suite] = {
         # n-step), the lever probes' budget and schedule.
         # Issue 13's mixed-quality regime, fixed before its first run: the suite's games, a quarter of the
         # environments (2 of 8) scripted and three quarters poor, both with 10% random actions, 50,000
-        # steps per game as the main data; its methods and budget follow the levers chosen on seed 0.
+        # steps per game as the main data; BC against CQL + DR3 at the lever chosen on seed 0 (learning
+        # rate 3e-4) and the levers' budget of 20,000 updates, which reads Breakout's screen.
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.25", "prep.steps_per_game=50000",
                     "prep.num_envs=8", "prep.max_episode_steps=2000"),
+        mixed_methods=("bc", "cql_dr3"),
+        mixed_common=("train.lr=3e-4", *_LEVER_BUDGET),
         # Issue 13's transfer experiment (Scaled QL's protocol at CPU scale), fixed before its first run:
         # pretrain on Breakout + Freeway long enough to read Breakout's screen, then fine-tune to a
         # held-out variant (Breakout with the harder difficulty: the small paddle) and a held-out game
