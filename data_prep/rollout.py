@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from data_prep.scripted import CONTROLLERS, scripted_policy
 from scaled_ql.config import ExperimentConfig
-from scaled_ql.data.format import CollectionInfo, DatasetMetadata, default_command, write_dataset
+from scaled_ql.data.format import CollectionInfo, DatasetMetadata, default_command, return_stats, write_dataset
 from scaled_ql.envs.atari import make_vector_env
 from scaled_ql.envs.ram import RamVectorEnv
 from scaled_ql.games import get_game
@@ -122,16 +122,13 @@ def _rollout_chunks(cfg: ExperimentConfig, policy: GreedyPolicy | None, epsilon:
         if cfg.prep.policy == "mixed":
             parts[game] = {kind: {"envs": int(round(cfg.prep.num_envs * (cfg.prep.good_fraction if kind == "scripted"
                                                                            else 1 - cfg.prep.good_fraction))),
-                                  **_return_stats(returns.get(kind, []))} for kind in CONTROLLERS}
+                                  **_part_stats(returns.get(kind, []))} for kind in CONTROLLERS}
     if pending:
         yield _concat(pending)
 
 
-def _return_stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"episodes": 0}
-    return {"episodes": len(values), "return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
-            "return_min": float(np.min(values)), "return_max": float(np.max(values))}
+def _part_stats(values: list[float]) -> dict[str, Any]:
+    return {"episodes": len(values), **(return_stats(values) if values else {})}
 
 
 def _concat(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -139,7 +139,10 @@ _METHODS = (
     Method("iql", "IQL", ("loss.algorithm=iql", "loss.dr3_coef=0", "loss.iql_expectile=0.7", "loss.iql_beta=3.0")),
 )
 
-PEER_METHOD = _METHODS[2]
+METHODS_BY_NAME = {m.name: m for m in _METHODS}
+"""Every method the suites may name, by name (a suite's own ``methods`` may be fewer)."""
+
+PEER_METHOD = METHODS_BY_NAME["cql"]
 """The method of the reference-implementation comparison: CQL (d3rlpy has no DR3)."""
 
 # Issue 13's levers for learning faster per CPU hour: each changes one setting of CQL + DR3 on
@@ -379,7 +382,7 @@ class LearningBenchmark:
         return run
 
     def _transfer_jobs(self, t: Transfer, main: Path) -> list[Job]:
-        method = self.methods[t.method] if t.method in self.methods else next(m for m in _METHODS if m.name == t.method)
+        method = METHODS_BY_NAME[t.method]
         pre_name = f"transfer-pretrain-{'-'.join(t.pretrain_games)}"
         jobs = [Job("transfer/pretrain", "pretrain", self._train_fn(
             pre_name, list(t.pretrain_games), main, method, t.seeds[0],

@@ -20,7 +20,7 @@ import numpy as np
 
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
-from scaled_ql.learning_bench import PEER_METHOD
+from scaled_ql.learning_bench import METHODS_BY_NAME, PEER_METHOD
 
 
 def _se(values: list[float]) -> float:
@@ -44,15 +44,45 @@ def summarize(records: list[dict[str, Any]], game: str) -> dict[str, Any] | None
             "q_start": [p.get("q_start") for p in per_seed], "discounted": [p.get("discounted_mean") for p in per_seed]}
 
 
-def verdict(method: dict[str, Any], behaviour: dict[str, Any]) -> str:
-    """Better / worse than the behaviour policy when the gap exceeds twice the combined standard
-    error (seeds for the method, episodes for the behaviour policy), else within noise."""
-    se_m = method["se_seeds"] if not math.isnan(method["se_seeds"]) else method["se_episodes"]
-    se_b = behaviour["std"] / math.sqrt(max(behaviour["episodes"], 1))
-    gap, noise = method["mean"] - behaviour["mean"], 2 * math.hypot(se_m, se_b)
+def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """``a`` better / worse than ``b`` when the gap of their means exceeds twice the combined
+    standard error (over seeds where there are several, else over episodes)."""
+    se = [x["se_seeds"] if not math.isnan(x["se_seeds"]) else x["se_episodes"] for x in (a, b)]
+    gap, noise = a["mean"] - b["mean"], 2 * math.hypot(*se)
     if math.isnan(noise):
         return "n/a"
     return "**better**" if gap > noise else ("worse" if gap < -noise else "within noise")
+
+
+def verdict(method: dict[str, Any], behaviour: dict[str, Any]) -> str:
+    """Better / worse than the behaviour policy when the gap exceeds twice the combined standard
+    error (seeds for the method, episodes for the behaviour policy), else within noise."""
+    se = behaviour["std"] / math.sqrt(max(behaviour["episodes"], 1))
+    return compare(method, {"mean": behaviour["mean"], "se_seeds": float("nan"), "se_episodes": se})
+
+
+def _curve_text(runs: list[dict[str, Any]], game: str) -> str:
+    """The mean evaluation return at each evaluation, e.g. ``4k: 1.4, 8k: 3.6`` ('' when none)."""
+    curve = _curve(runs, f"eval_return/{game}")
+    return ", ".join(f"{step / 1000:g}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else ""
+
+
+def _policy_cell(runs: list[dict[str, Any]], game: str) -> str:
+    """Top action share (agreement with the data's action), mean over the runs that recorded it."""
+    pol = [r["policy"][game] for r in runs if "policy" in r]
+    return f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})" if pol else "n/a"
+
+
+def _value_cell(sm: dict[str, Any]) -> str:
+    """Start value the network believes / the discounted return it gets, means over seeds."""
+    thinks = [q for q in sm["q_start"] if q is not None]
+    return f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}" if thinks else "n/a"
+
+
+def _speed_cell(runs: list[dict[str, Any]]) -> str:
+    """Median training updates/s over the runs that recorded it."""
+    speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
+    return _fmt(float(np.median(speed))) if speed else "n/a"
 
 
 def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) -> Path:
@@ -246,28 +276,11 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                 lines.append(f"| {label} | not run | | | | | | |")
                 continue
             b = behaviour.get(p.game)
-            thinks = [q for q in sm["q_start"] if q is not None]
-            value = (f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}"
-                     if thinks else "n/a")
             se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
-            curve = _curve(runs, f"eval_return/{p.game}")
-            at = ", ".join(f"{int(step) // 1000}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else ""
-            pol = [r["policy"][p.game] for r in runs if "policy" in r]
-            share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})"
-                     if pol else "n/a")
             lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
-                         f"| {verdict(sm, b) if b else 'n/a'} | {at or 'n/a'} | {value} | {share} |")
+                         f"| {verdict(sm, b) if b else 'n/a'} | {_curve_text(runs, p.game) or 'n/a'} | {_value_cell(sm)} "
+                         f"| {_policy_cell(runs, p.game)} |")
     return lines
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """``a`` better / worse than ``b`` when the gap of their means exceeds twice the combined
-    standard error (over seeds where there are several, else over episodes)."""
-    se = [x["se_seeds"] if not math.isnan(x["se_seeds"]) else x["se_episodes"] for x in (a, b)]
-    gap, noise = a["mean"] - b["mean"], 2 * math.hypot(*se)
-    if math.isnan(noise):
-        return "n/a"
-    return "**better**" if gap > noise else ("worse" if gap < -noise else "within noise")
 
 
 def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
@@ -349,7 +362,7 @@ def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel)
     t = bench.suite.transfer
     pre = results.get("transfer/pretrain")
     lines = ["## Transfer, the Scaled QL way: does pretraining help a new variant and a new game?", "",
-             f"A {bench.methods[t.method].label if t.method in bench.methods else t.method} network pretrained on "
+             f"A {METHODS_BY_NAME[t.method].label} network pretrained on "
              f"{', '.join(t.pretrain_games)} (`{' '.join(t.pretrain)}`, seed {t.seeds[0]}"
              + ("; its final returns: " + ", ".join(f"{g} {_fmt(v['mean'])}" for g, v in pre["final"].items()) if pre else "; not run yet")
              + f") is fine-tuned to each target from a small dataset of it (`{' '.join(t.target_data)}`), offline and online, "
@@ -441,15 +454,10 @@ def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
             curve = _curve(runs, f"eval_return/{game}")
             points = [[s, r] for s, r in zip(*curve[:2])] if curve else []
             at = reads_screen_at(points, half) if half is not None else None
-            pol = [r["policy"][game] for r in runs if "policy" in r]
-            share = (f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})" if pol else "n/a")
-            thinks = [q for q in sm["q_start"] if q is not None]
-            value = (f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}" if thinks else "n/a")
-            speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
-            lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} "
-                         f"| {', '.join(f'{s / 1000:g}k: {r:.1f}' for s, r in points) or 'n/a'} "
-                         f"| {f'{at:,}' if at is not None else 'not within the run'} | {_fmt(sm['mean'])} | {share} | {value} "
-                         f"| {np.mean([r['wall_s'] for r in runs]) / 60:.0f} | {_fmt(float(np.median(speed))) if speed else 'n/a'} |")
+            lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} | {_curve_text(runs, game) or 'n/a'} "
+                         f"| {f'{at:,}' if at is not None else 'not within the run'} | {_fmt(sm['mean'])} "
+                         f"| {_policy_cell(runs, game)} | {_value_cell(sm)} "
+                         f"| {np.mean([r['wall_s'] for r in runs]) / 60:.0f} | {_speed_cell(runs)} |")
         lines.append("")
     return lines
 
@@ -474,13 +482,10 @@ def _peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, 
             lines.append(f"| {label} | not run | | | | | | |")
             continue
         b = behaviour.get(game)
-        curve = _curve(runs, f"eval_return/{game}")
-        at = ", ".join(f"{int(step) // 1000}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else "n/a"
-        speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
         version = next((r["peer"]["version"] for r in runs if "peer" in r), "")
         lines.append(f"| {label}{f' {version}' if version else ''} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} "
                      f"| ({_fmt(sm['se_episodes'])}) | {', '.join(_fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
-                     f"| {at} | {_fmt(float(np.median(speed))) if speed else 'n/a'} |")
+                     f"| {_curve_text(runs, game) or 'n/a'} | {_speed_cell(runs)} |")
     return lines
 
 

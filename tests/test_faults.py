@@ -425,9 +425,9 @@ def test_read_only_runs_dir_is_one_line(tmp_path, debug_dataset, capsys):
     assert str(runs) in line and "Permission denied" in line
 
 
-def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmp_path, debug_dataset):
-    """A real write failure: the process may not write files over 100 kB (RLIMIT_FSIZE, as a full
-    disk fails a write), so the first checkpoint's weights cannot be written."""
+def _cli_with_file_size_limit(*args: str) -> subprocess.CompletedProcess:
+    """``scaled-ql *args`` in a process that may not write files over 100 kB (RLIMIT_FSIZE: a write
+    past it fails as on a full disk)."""
     script = (
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
@@ -435,9 +435,15 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmp_path, d
         "from scaled_ql.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmp_path, debug_dataset):
+    """A real write failure: the process may not write files over 100 kB (RLIMIT_FSIZE, as a full
+    disk fails a write), so the first checkpoint's weights cannot be written."""
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-c", script, "pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={runs}",
-                           f"data.path={debug_dataset}", "eval.episodes=0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = _cli_with_file_size_limit("pretrain", "--config", DEBUG, "--no-progress", f"runs_dir={runs}",
+                                     f"data.path={debug_dataset}", "eval.episodes=0")
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_line_error(proc.stderr)
     assert "could not write checkpoint" in line and str(runs / "debug" / "checkpoints" / "00000010") in line
@@ -446,16 +452,8 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_tmp(tmp_path, d
 
 
 def test_full_disk_during_prep_is_one_line_and_leaves_no_temporaries(tmp_path):
-    script = (
-        "import resource, signal, sys\n"
-        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
-        "from scaled_ql.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
     out = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-c", script, "prep", "--config", DEBUG, "--no-progress", f"data.path={out}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = _cli_with_file_size_limit("prep", "--config", DEBUG, "--no-progress", f"data.path={out}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _one_line_error(proc.stderr)
     assert "File too large" in line and str(out) in line, line

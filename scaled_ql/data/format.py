@@ -485,8 +485,7 @@ def write_dataset(
             if not counts:
                 raise DatasetFormatError(f"writing '{path}': no rows were given")
             for name, values in returns.items():
-                counts[name] |= {"return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
-                                 "return_min": float(np.min(values)), "return_max": float(np.max(values))}
+                counts[name] |= return_stats(values)
             for name in counts:  # a game variant records its ALE mode and difficulty beside its name
                 spec = _known_game(name)
                 if spec is not None and spec.is_variant:
@@ -600,6 +599,12 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def return_stats(values) -> dict[str, float]:
+    """``return_mean``, ``return_std``, ``return_min`` and ``return_max`` of episode returns."""
+    return {"return_mean": float(np.mean(values)), "return_std": float(np.std(values)),
+            "return_min": float(np.min(values)), "return_max": float(np.max(values))}
 
 
 def _known_game(name: str):

@@ -281,6 +281,16 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _text_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Header, rule and rows as aligned text lines: the first column left, the others right."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+
+    return [line(rows[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in rows[1:]]
+
+
 def format_score_table(results: dict[str, Any]) -> str:
     """A plain-text table: game | episodes | mean ± std | human-normalized, then aggregates.
 
@@ -291,9 +301,7 @@ def format_score_table(results: dict[str, Any]) -> str:
     for name, r in per_game.items():
         mark = " *" if r.get("capped") else ""
         rows.append((name, str(r["episodes"]), f"{r['mean']:.1f} ± {r['std']:.1f}{mark}", _fmt(r["human_normalized"]) + mark))
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    line = lambda row: "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
-    text = [line(rows[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in rows[1:]]
+    text = _text_table(rows)
     agg = results.get("aggregate")
     if agg is not None:
         text.append("")
@@ -346,6 +354,4 @@ def format_learning_table(results: dict[str, Any]) -> str:
         beats = "n/a" if data is None else ("yes" if r["mean"] > data else "no")
         rows.append((name, _fmt(r.get("random_mean"), 1), _fmt(data, 1), f"{r['mean']:.1f} ± {r['std']:.1f}", beats,
                      _fmt(r.get("q_start")), _fmt(r.get("discounted_mean"))))
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    line = lambda row: "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
-    return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths)] + [line(row) for row in rows[1:]])
+    return "\n".join(_text_table(rows))
