@@ -148,15 +148,17 @@ def _bench_train(cfg, accelerator, topo, seconds: float, warmup_steps: int, wind
     import torch
 
     from scaled_ql.data.batch import Batch
+    from scaled_ql.losses.algorithms import make_algorithm
     from scaled_ql.models import count_parameters
-    from scaled_ql.train.parallel import prepare
-    from scaled_ql.train.step import train_step, unwrap
+    from scaled_ql.train.parallel import Distribution, prepare, unwrap
+    from scaled_ql.train.step import train_step
     from scaled_ql.train.trainer import build_training_state
 
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     model, target, optimizer = build_training_state(cfg, device)
     model, optimizer = prepare(accelerator, model, optimizer)
+    algorithm, dist = make_algorithm(cfg, support=unwrap(model).support), Distribution(accelerator)
     rng = np.random.default_rng(cfg.seed + topo.rank)
     b, k, size, games = topo.per_device_batch, cfg.env.frame_stack, cfg.env.frame_size, len(cfg.games)
     game = np.repeat(np.arange(games), b // games)
@@ -171,7 +173,7 @@ def _bench_train(cfg, accelerator, topo, seconds: float, warmup_steps: int, wind
     ).to_torch(device)
 
     def step() -> None:
-        metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip, accelerator)
+        metrics = train_step(model, target, optimizer, batch, algorithm, cfg.train.grad_clip, dist)
         float(metrics["loss/total"])  # host sync, as the training loop does
 
     from accelerate.utils import broadcast_object_list

@@ -325,7 +325,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_output_folder(out, args.overwrite)  # before loading a policy; the old folder stays until the new one is whole
         policy = None
         if cfg.prep.policy == "epsilon_greedy":
-            from scaled_ql.eval.run import checkpoint_policy
+            from scaled_ql.models.policy import checkpoint_policy
 
             if not cfg.prep.checkpoint:
                 raise ValueError("config key 'prep.checkpoint': expected a checkpoint for prep.policy=epsilon_greedy, found ''")
@@ -374,8 +374,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if report is not None:  # under several processes only the main one reports
             print(json.dumps(report, indent=1))
     elif args.command == "info":
+        from scaled_ql.losses.algorithms import check_algorithm
         from scaled_ql.models import build_model, count_parameters
 
+        check_algorithm(cfg)
         model = build_model(cfg)
         print(cfg.to_json())
         print(json.dumps({"parameters": count_parameters(model), "games": len(cfg.games),

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from scaled_ql.games import get_game
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
@@ -196,7 +198,7 @@ class ModelConfig:
     feature_norm: bool = False
     """L2-normalize phi(s) before the heads (Scaled QL's feature normalization)."""
     value: str = "scalar"
-    """Value representation from ``scaled_ql.models.VALUE_HEADS`` (``scalar``, ``c51``)."""
+    """Value representation from ``scaled_ql.losses.VALUE_KINDS`` (``scalar``, ``c51``, ``hl_gauss``)."""
     num_atoms: int = 51
     """Number of atoms of the C51 support."""
     v_min: float = -10.0
@@ -207,12 +209,12 @@ class ModelConfig:
     """HL-Gauss: standard deviation of the Gaussian smoothing, in bin widths (Farebrother et al., 2024)."""
     policy_head: bool = False
     """A second per-game head of action logits on phi(s): the behaviour-cloned policy of BRAC or
-    the advantage-weighted policy of IQL. Turned on by ``loss.algorithm`` ``iql`` and ``brac``."""
+    the advantage-weighted policy of IQL: ``loss.algorithm`` ``iql`` and ``brac`` need it."""
     state_value_head: bool = False
-    """A per-game scalar head V(s) on phi(s) (IQL's expectile value). Turned on by ``loss.algorithm=iql``."""
+    """A per-game scalar head V(s) on phi(s) (IQL's expectile value): ``loss.algorithm=iql`` needs it."""
     act_with: str = "q"
     """What picks the greedy action: ``q`` (argmax_a Q(s, a)) or ``policy`` (argmax of the policy
-    head's logits). Set to ``policy`` by ``loss.algorithm=iql``."""
+    head's logits). ``loss.algorithm=iql`` needs ``policy``."""
 
     def __post_init__(self) -> None:
         _check(self.width >= 1, "model.width", "at least 1", self.width)
@@ -228,45 +230,30 @@ class ModelConfig:
                "'q' unless model.policy_head is true (acting with a policy needs the policy head)", self.act_with)
 
 
-@dataclass(frozen=True)
-class AlgorithmNeeds:
-    """What a ``loss.algorithm`` needs of the network (its losses are in ``scaled_ql.losses.ALGORITHM_LOSSES``)."""
-
-    policy_head: bool = False
-    state_value_head: bool = False
-    act_with_policy: bool = False
-    scalar_value: bool = False
-
-
-ALGORITHMS: dict[str, AlgorithmNeeds] = {
-    "q_learning": AlgorithmNeeds(),
-    "bc": AlgorithmNeeds(scalar_value=True),
-    "iql": AlgorithmNeeds(policy_head=True, state_value_head=True, act_with_policy=True, scalar_value=True),
-    "brac": AlgorithmNeeds(policy_head=True),
-}
-"""The learning algorithms of ``loss.algorithm`` and the heads each needs."""
-
-
 @dataclass(kw_only=True, slots=True)
 class LossConfig:
     """The learning algorithm and the weights of its loss terms (``q_learning``: TD + cql_alpha *
     CQL + dr3_coef * DR3)."""
 
     algorithm: str = "q_learning"
-    """One of :data:`ALGORITHMS`, all over the same network and data:
+    """One of ``scaled_ql.losses.ALGORITHMS``, all over the same network and data (each checks, before
+    any work starts, that the ``model`` section gives it the heads it needs; the error names the key):
     ``q_learning`` TD + ``cql_alpha`` CQL (or Cal-QL) + ``dr3_coef`` DR3: DQN when both weights
                    are 0, CQL, CQL + DR3 (Scaled QL);
     ``bc``         behaviour cloning: the per-game head is trained as a classifier of the data
                    action (its outputs are action logits, not values; needs ``model.value=scalar``);
     ``iql``        implicit Q-learning: expectile V head, Q regressed on r + gamma V(s'), policy head
-                   by advantage-weighted BC, acting with the policy head (needs ``model.value=scalar``);
+                   by advantage-weighted BC, acting with the policy head (needs ``model.value=scalar
+                   model.policy_head=true model.state_value_head=true model.act_with=policy``);
     ``brac``       the ``q_learning`` loss + ``brac_alpha`` KL(softmax(Q / T) || pi_b), pi_b a
-                   behaviour-cloned policy head trained beside it (set ``cql_alpha=0`` for plain BRAC)."""
+                   behaviour-cloned policy head trained beside it (needs ``model.policy_head=true``;
+                   set ``cql_alpha=0`` for plain BRAC)."""
     cql_alpha: float = 0.1
     """Weight of the discrete CQL penalty logsumexp_a Q(s, a) - Q(s, a_data); 0 disables it
     (plain DQN-style offline Q-learning)."""
     calibrated: bool = False
-    """Cal-QL (Nakamoto et al., 2023): the push-down term uses max(Q(s, a), V_ref(s)), with V_ref
+    """Cal-QL (Nakamoto et al., 2023), the named variant ``scaled_ql.losses.CalQL`` of ``q_learning``
+    (and of ``brac``'s Q-learning part): the push-down term uses max(Q(s, a), V_ref(s)), with V_ref
     the discounted Monte-Carlo return-to-go of the data's episode, so a conservative start is
     not unlearned when fine-tuning."""
     dr3_coef: float = 0.03
@@ -288,7 +275,6 @@ class LossConfig:
     """BRAC: temperature of the Boltzmann policy of Q."""
 
     def __post_init__(self) -> None:
-        _check(self.algorithm in ALGORITHMS, "loss.algorithm", f"one of {', '.join(ALGORITHMS)}", self.algorithm)
         _check(0.0 < self.iql_expectile < 1.0, "loss.iql_expectile", "a number in (0, 1)", self.iql_expectile)
         _check(self.iql_beta >= 0.0, "loss.iql_beta", "a non-negative number", self.iql_beta)
         _check(self.iql_max_weight > 0.0, "loss.iql_max_weight", "a positive number", self.iql_max_weight)
@@ -443,10 +429,7 @@ class ExperimentConfig:
             "false unless env.full_action_space is true (a shared head needs one action set for all games)",
             self.model.shared_head,
         )
-        self._apply_algorithm()
         # Game names are validated against the registry here, before any work starts.
-        from scaled_ql.games import get_game
-
         for key, names in (("games", self.games), ("held_out_games", self.held_out_games)):
             for name in names:
                 try:
@@ -463,17 +446,6 @@ class ExperimentConfig:
             f"a multiple of the number of games ({len(self.games)}) so every batch is balanced",
             self.train.batch_size,
         )
-
-    def _apply_algorithm(self) -> None:
-        """Give the network the heads ``loss.algorithm`` trains (see :data:`ALGORITHMS`)."""
-        needs = ALGORITHMS[self.loss.algorithm]
-        if needs.scalar_value:
-            _check(self.model.value == "scalar", "model.value",
-                   f"'scalar' for loss.algorithm={self.loss.algorithm} (it regresses or classifies with a scalar head)", self.model.value)
-        self.model.policy_head = self.model.policy_head or needs.policy_head
-        self.model.state_value_head = self.model.state_value_head or needs.state_value_head
-        if needs.act_with_policy:
-            self.model.act_with = "policy"
 
     @property
     def run_dir(self) -> Path:

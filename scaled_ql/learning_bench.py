@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from scaled_ql.config import ExperimentConfig, config_from_dict, load_config
+from scaled_ql.losses.algorithms import ALGORITHMS, Algorithm
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -42,8 +43,28 @@ class Method:
     name: str
     label: str
     overrides: tuple[str, ...]
-    values: bool = True
-    """Whether it learns values (Q or V) to set beside its returns ("what it thinks it gets")."""
+
+    @property
+    def algorithm(self) -> type[Algorithm]:
+        """The algorithm its overrides choose (``loss.algorithm``, q_learning when they do not say)."""
+        return ALGORITHMS[algorithm_of(self.overrides)]
+
+    @property
+    def values(self) -> bool:
+        """Whether it learns values (Q or V) to set beside its returns ("what it thinks it gets")."""
+        return self.algorithm.learns_values
+
+
+def algorithm_of(overrides: tuple[str, ...]) -> str:
+    """The ``loss.algorithm`` that ``key=value`` overrides choose (the last one wins; q_learning)."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("loss.algorithm=")]
+    return chosen[-1] if chosen else "q_learning"
+
+
+def with_heads(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """``overrides`` and the ``model.*`` settings their algorithm needs (its heads), so a method is
+    named by its loss settings alone."""
+    return (*overrides, *ALGORITHMS[algorithm_of(overrides)].model_overrides())
 
 
 @dataclass(frozen=True)
@@ -132,7 +153,7 @@ class Suite:
 
 
 _METHODS = (
-    Method("bc", "BC", ("loss.algorithm=bc",), values=False),
+    Method("bc", "BC", ("loss.algorithm=bc",)),
     Method("dqn", "DQN (no regularizer)", ("loss.cql_alpha=0", "loss.dr3_coef=0")),
     Method("cql", "CQL", ("loss.cql_alpha=1.0", "loss.dr3_coef=0")),
     Method("cql_dr3", "CQL + DR3", ("loss.cql_alpha=1.0", "loss.dr3_coef=0.03")),
@@ -292,7 +313,8 @@ class LearningBenchmark:
 
     def config(self, *overrides: str) -> ExperimentConfig:
         games = f"games=[{', '.join(self.suite.games)}]"
-        return load_config(CONFIGS / self.suite.base, [games, *self.suite.common, f"runs_dir={self.work / 'runs'}", *overrides])
+        return load_config(CONFIGS / self.suite.base, list(with_heads((games, *self.suite.common, f"runs_dir={self.work / 'runs'}",
+                                                                        *overrides))))
 
     def _jobs(self) -> list[Job]:
         s = self.suite
@@ -405,7 +427,7 @@ class LearningBenchmark:
                             if start == "pretrained":
                                 from scaled_ql.train.finetune import finetune_config
 
-                                cfg = finetune_config(self.work / "runs" / pre_name, [game], data, overrides=common)
+                                cfg = finetune_config(self.work / "runs" / pre_name, [game], data, overrides=with_heads(common))
                             else:
                                 cfg = self.config(f"games=[{game}]", f"data.path={data}", *common)
                             return self._train(cfg)
@@ -440,8 +462,8 @@ class LearningBenchmark:
 
                 # The pretrained run's own config is the base (its model, optimizer, evaluation).
                 init = self.work / "runs" / f"pretrain-{'-'.join(others)}"
-                cfg = finetune_config(init, [s.finetune_game], data, overrides=(
-                    f"name=finetune-pretrained-seed{seed}", f"runs_dir={self.work / 'runs'}", *common))
+                cfg = finetune_config(init, [s.finetune_game], data, overrides=with_heads((
+                    f"name=finetune-pretrained-seed{seed}", f"runs_dir={self.work / 'runs'}", *common)))
             else:
                 cfg = self.config(f"games=[{s.finetune_game}]", f"data.path={data}", f"name=finetune-scratch-seed{seed}", *common)
             return self._train(cfg)
@@ -568,7 +590,7 @@ def greedy_action_summary(checkpoint: str | Path, cfg: ExperimentConfig, states_
 
     from scaled_ql.data.sampler import Sampler
     from scaled_ql.data.store import ReplayStore
-    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.loading import load_model
 
     model, _ = load_model(checkpoint)
     model.eval()

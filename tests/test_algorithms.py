@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from scaled_ql.config import ALGORITHMS, ConfigError, LossConfig, load_config
-from scaled_ql.losses import ALGORITHM_LOSSES, LossInputs, algorithm_loss, total_loss
+from scaled_ql.config import ConfigError, LossConfig, load_config
+from scaled_ql.losses import ALGORITHMS, NetworkOutputs, check_algorithm, total_loss
+from scaled_ql.losses.algorithms import algorithm_class
 from scaled_ql.losses.bc import bc_loss
 from scaled_ql.losses.brac import brac_penalty
 from scaled_ql.models import MultiGameQNetwork, build_model
@@ -23,21 +24,39 @@ INF = float("inf")
 t = torch.tensor
 
 
-def test_config_and_loss_tables_share_their_names_and_give_the_heads():
-    assert set(ALGORITHMS) == set(ALGORITHM_LOSSES) == {"q_learning", "bc", "iql", "brac"}
-    iql = load_config(None, ["games=[Pong]", "loss.algorithm=iql"]).model
-    assert (iql.policy_head, iql.state_value_head, iql.act_with) == (True, True, "policy")
-    brac = load_config(None, ["games=[Pong]", "loss.algorithm=brac"]).model
-    assert (brac.policy_head, brac.state_value_head, brac.act_with) == (True, False, "q")
+def _algorithm_config(algorithm: str, *overrides: str):
+    """A config of ``algorithm`` with the heads it declares (its ``model_overrides``)."""
+    return load_config(None, [f"loss.algorithm={algorithm}", *ALGORITHMS[algorithm].model_overrides(), *overrides])
+
+
+def test_one_registry_declares_each_algorithms_heads_and_the_config_is_never_rewritten():
+    assert set(ALGORITHMS) == {"q_learning", "bc", "iql", "brac"}
+    iql = _algorithm_config("iql", "games=[Pong]")
+    assert check_algorithm(iql) is ALGORITHMS["iql"]
+    assert (iql.model.policy_head, iql.model.state_value_head, iql.model.act_with) == (True, True, "policy")
+    brac = _algorithm_config("brac", "games=[Pong]")
+    assert check_algorithm(brac) is ALGORITHMS["brac"]
+    assert (brac.model.policy_head, brac.model.state_value_head, brac.model.act_with) == (True, False, "q")
     plain = load_config(None, ["games=[Pong]"]).model
     assert (plain.policy_head, plain.state_value_head, plain.act_with) == (False, False, "q")
+    # A config that lacks the heads its algorithm needs is an error naming the key, not silently changed.
+    bare = load_config(None, ["games=[Pong]", "loss.algorithm=iql"])
+    assert (bare.model.policy_head, bare.model.state_value_head, bare.model.act_with) == (False, False, "q")
+    with pytest.raises(ConfigError, match=r"model.policy_head.*expected True for loss.algorithm=iql.*found False.*"
+                                          r"model.policy_head=true model.state_value_head=true model.act_with=policy"):
+        check_algorithm(bare)
+    with pytest.raises(ConfigError, match=r"model.policy_head.*expected True for loss.algorithm=brac.*found False"):
+        check_algorithm(load_config(None, ["games=[Pong]", "loss.algorithm=brac"]))
+    with pytest.raises(ConfigError, match=r"loss.calibrated.*expected false for loss.algorithm=bc.*found True"):
+        check_algorithm(load_config(None, ["games=[Pong]", "loss.algorithm=bc", "loss.calibrated=true"]))
+    assert [ALGORITHMS[a].learns_values for a in ALGORITHMS] == [True, False, True, True]
 
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"loss.algorithm.*one of q_learning, bc, iql, brac.*'cql'"):
-        load_config(None, ["games=[Pong]", "loss.algorithm=cql"])
+        check_algorithm(load_config(None, ["games=[Pong]", "loss.algorithm=cql"]))
     with pytest.raises(ConfigError, match=r"model.value.*'scalar' for loss.algorithm=iql.*'c51'"):
-        load_config(None, ["games=[Pong]", "loss.algorithm=iql", "model.value=c51"])
+        check_algorithm(load_config(None, ["games=[Pong]", "loss.algorithm=iql", "model.value=c51"]))
     with pytest.raises(ConfigError, match=r"model.act_with.*policy head"):
         load_config(None, ["games=[Pong]", "model.act_with=policy"])
     with pytest.raises(ConfigError, match="loss.iql_expectile"):
@@ -45,7 +64,7 @@ def test_config_errors_name_the_key():
 
 
 def _net(algorithm: str, games=("Pong", "Breakout")) -> MultiGameQNetwork:
-    cfg = load_config(None, [f"games=[{', '.join(games)}]", f"loss.algorithm={algorithm}", "model.feature_dim=16"])
+    cfg = _algorithm_config(algorithm, f"games=[{', '.join(games)}]", "model.feature_dim=16")
     torch.manual_seed(0)
     return build_model(cfg).eval()
 
@@ -85,7 +104,7 @@ def test_extra_heads_round_trip_and_fine_tuning_copies_them(tmp_path):
 
     # Fine-tune an IQL network on [Breakout, Boxing]: Breakout's Q, policy and V heads come from
     # the source (at the new head index 0), Boxing's are fresh.
-    cfg = load_config(None, ["games=[Breakout, Boxing]", "loss.algorithm=iql", "model.feature_dim=16"])
+    cfg = _algorithm_config("iql", "games=[Breakout, Boxing]", "model.feature_dim=16")
     torch.manual_seed(1)
     new = build_model(cfg).eval()
     report = new.init_from(net)
@@ -126,7 +145,7 @@ def test_iql_total_on_hand_numbers():
     nxt = SimpleNamespace(q=torch.zeros(2, 2), logits=None, features=feats, policy_logits=None, v=t([1.0, 2.0]))
     tgt = SimpleNamespace(q=t([[0.0, 2.0], [1.0, 5.0]]), logits=None, features=feats, policy_logits=None, v=None)
     cfg = LossConfig(algorithm="iql", iql_expectile=0.7, iql_beta=2.0, dr3_coef=0.0, huber_delta=1.0)
-    loss, metrics = algorithm_loss("iql", LossInputs(out, nxt, None, tgt, _batch([1, 0], [1.0, 0.0], [0.5, 0.0]), cfg))
+    loss, metrics = ALGORITHMS["iql"](cfg)(NetworkOutputs(out, nxt, None, tgt), _batch([1, 0], [1.0, 0.0], [0.5, 0.0]))
     torch.testing.assert_close(metrics["loss/value"], t(0.175))
     torch.testing.assert_close(metrics["loss/td"], t(0.0625))
     torch.testing.assert_close(metrics["loss/policy"], t(math.e * math.log(2)))
@@ -140,8 +159,7 @@ def test_iql_total_on_hand_numbers():
 def test_bc_trains_the_per_game_head_as_a_classifier():
     q = t([[0.0, 0.0, -INF], [2.0, 0.0, 0.0]], requires_grad=True)
     out = SimpleNamespace(q=q, logits=None, features=torch.zeros(2, 3), policy_logits=None, v=None)
-    loss, metrics = algorithm_loss("bc", LossInputs(out, None, None, None, _batch([0, 0], [0.0, 0.0], [0.0, 0.0]),
-                                                    LossConfig(algorithm="bc")))
+    loss, metrics = ALGORITHMS["bc"](LossConfig(algorithm="bc"))(NetworkOutputs(out), _batch([0, 0], [0.0, 0.0], [0.0, 0.0]))
     # Row 0: -log(1/2) = ln 2; row 1: -log(e^2 / (e^2 + 2)).
     torch.testing.assert_close(loss.detach(), t((math.log(2) + math.log1p(2 * math.exp(-2))) / 2))
     torch.testing.assert_close(metrics["bc/accuracy"], t(1.0))
@@ -155,7 +173,7 @@ def test_brac_is_q_learning_plus_alpha_kl_plus_the_behaviour_head_bc():
     nxt = SimpleNamespace(q=torch.zeros(2, 3), logits=None, features=feats, policy_logits=None, v=None)
     batch = _batch([0, 2], [1.0, 0.0], [0.9, 0.0])
     cfg = LossConfig(algorithm="brac", cql_alpha=0.0, dr3_coef=0.0, brac_alpha=0.5, brac_temperature=2.0)
-    loss, metrics = algorithm_loss("brac", LossInputs(out, nxt, nxt, None, batch, cfg))
+    loss, metrics = ALGORITHMS["brac"](cfg)(NetworkOutputs(out, nxt, nxt), batch)
     td, _ = total_loss(out, nxt, nxt, batch, cfg)
     kl, _ = brac_penalty(q, logits, 2.0)
     bc, _ = bc_loss(logits, batch.action)
@@ -169,8 +187,8 @@ def test_brac_is_q_learning_plus_alpha_kl_plus_the_behaviour_head_bc():
 
 
 def test_unknown_algorithm_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid: q_learning, bc, iql, brac"):
-        algorithm_loss("awac", None)
+    with pytest.raises(ValueError, match="one of q_learning, bc, iql, brac"):
+        algorithm_class(LossConfig(algorithm="awac"))
 
 
 @pytest.mark.parametrize("algorithm", ["bc", "iql", "brac"])
@@ -179,7 +197,7 @@ def test_training_runs_with_each_algorithm_and_resumes(tmp_path, debug_dataset, 
     from tests.conftest import debug_config
 
     overrides = [f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=6", f"loss.algorithm={algorithm}",
-                 "train.checkpoint_every=3", "model.value=scalar"]
+                 "train.checkpoint_every=3", "model.value=scalar", *ALGORITHMS[algorithm].model_overrides()]
     result = pretrain(debug_config(tmp_path, *overrides), progress=False)
     assert result.step == 6
     saved = MultiGameQNetwork.from_pretrained(result.checkpoint / "model")

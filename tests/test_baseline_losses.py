@@ -288,12 +288,12 @@ def test_discounted_returns_to_go_matches_a_loop_per_episode():
         discounted_returns_to_go(np.zeros(3, np.float32), np.array([False, True]), 0.9)
 
 
-def test_total_loss_switches_to_calql_when_calibrated():
+def test_calibrated_q_learning_is_the_calql_variant():
     from types import SimpleNamespace
 
-    from scaled_ql.config import LossConfig
+    from scaled_ql.config import load_config
+    from scaled_ql.losses import CalQL, NetworkOutputs, make_algorithm
     from scaled_ql.losses.calql import calql_penalty
-    from scaled_ql.losses.total import total_loss
 
     q = torch.tensor([[1.0, 2.0, float("-inf")], [0.5, -1.0, 3.0]], requires_grad=True)
     features = torch.ones(2, 4)
@@ -301,12 +301,14 @@ def test_total_loss_switches_to_calql_when_calibrated():
     nxt = SimpleNamespace(q=torch.zeros(2, 3), logits=None, features=features)
     batch = SimpleNamespace(action=torch.tensor([0, 2]), reward=torch.zeros(2), discount=torch.zeros(2),
                             mc_return=torch.tensor([1.5, 0.0]))
-    _, metrics = total_loss(out, nxt, nxt, batch, LossConfig(cql_alpha=1.0, dr3_coef=0.0, calibrated=True))
+    calql = make_algorithm(load_config(None, ["loss.cql_alpha=1.0", "loss.dr3_coef=0.0", "loss.calibrated=true"]))
+    assert isinstance(calql, CalQL) and calql.name == "calql"
+    _, metrics = calql(NetworkOutputs(out, nxt, nxt), batch)
     expected, _ = calql_penalty(q, batch.action, batch.mc_return)
     torch.testing.assert_close(metrics["loss/cql"], expected.detach())
     batch.mc_return = None
     with pytest.raises(ValueError, match="mc_return"):
-        total_loss(out, nxt, nxt, batch, LossConfig(calibrated=True))
+        make_algorithm(load_config(None, ["loss.calibrated=true"]))(NetworkOutputs(out, nxt, nxt), batch)
 
 
 def test_training_runs_with_calql(tmp_path, debug_dataset):

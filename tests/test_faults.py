@@ -232,7 +232,7 @@ def _safetensors_to_pickle_only(folder: Path) -> None:
 def test_pickle_only_checkpoints_are_refused_never_unpickled(model_dir, offline_hub, capsys, monkeypatch):
     import torch
 
-    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.loading import load_model
     from scaled_ql.models import MultiGameQNetwork
     from scaled_ql.models.weights import WeightsError
 
@@ -263,7 +263,7 @@ def test_pickle_only_checkpoints_are_refused_never_unpickled(model_dir, offline_
 def test_mistyped_local_path_fails_at_once_and_unreachable_hub_is_named(tmp_path, offline_hub, monkeypatch, capsys):
     import time
 
-    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.loading import load_model
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
@@ -281,7 +281,7 @@ def test_mistyped_local_path_fails_at_once_and_unreachable_hub_is_named(tmp_path
 def test_non_finite_or_truncated_weights_are_refused_naming_the_file_and_tensor(model_dir, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.loading import load_model
     from scaled_ql.models.weights import WeightsError
 
     state = load_file(str(model_dir / "model.safetensors"))
@@ -305,7 +305,7 @@ def test_non_finite_or_truncated_weights_are_refused_naming_the_file_and_tensor(
 def test_config_sizes_are_checked_against_the_weights_before_building(model_dir):
     import resource
 
-    from scaled_ql.eval.run import load_model
+    from scaled_ql.models.loading import load_model
     from scaled_ql.models.weights import WeightsError
 
     config = json.loads((model_dir / "config.json").read_text())

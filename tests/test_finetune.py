@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from scaled_ql.cli import main
 from scaled_ql.config import ConfigError, load_config
-from scaled_ql.eval.run import load_model
+from scaled_ql.models.loading import load_model
 from scaled_ql.train.finetune import finetune_config
 from scaled_ql.train.trainer import build_training_state
 from tests.conftest import CONFIGS

@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from scaled_ql.cli import main
-from scaled_ql.eval.run import load_model
+from scaled_ql.models.loading import load_model
 from scaled_ql.hub.card import eval_results
 from scaled_ql.hub.push import push_checkpoint
 

@@ -46,6 +46,7 @@ def test_our_update_is_d3rlpy_discrete_cql_update(tmp_path, debug_dataset):
     import torch
 
     from scaled_ql.data.batch import Batch
+    from scaled_ql.losses import make_algorithm
     from scaled_ql.train.step import sync_target, train_step
     from scaled_ql.train.trainer import build_training_state
     from tests.conftest import debug_config
@@ -91,7 +92,7 @@ def test_our_update_is_d3rlpy_discrete_cql_update(tmp_path, debug_dataset):
             next_obs=np.stack([tr.next_observation for tr in chosen]).astype(np.uint8),
             game=np.zeros(8, dtype=np.int64),
         )
-        mine = train_step(model, target, optimizer, batch.to_torch(), cfg.loss, cfg.train.grad_clip)
+        mine = train_step(model, target, optimizer, batch.to_torch(), make_algorithm(cfg), cfg.train.grad_clip)
         if i % 2 == 0:  # d3rlpy syncs its target after updates 0, 2, 4, ... (the trainer: after 2, 4, ...)
             sync_target(model, target)
         their = algo.update(d3rlpy.dataset.TransitionMiniBatch.from_transitions(chosen))

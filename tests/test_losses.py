@@ -11,7 +11,7 @@ import torch
 
 from scaled_ql.config import LossConfig
 from scaled_ql.losses import (
-    TD_LOSSES,
+    VALUE_KINDS,
     c51_td_loss,
     categorical_projection,
     cql_penalty,
@@ -326,7 +326,7 @@ def _distributional_outputs():
     return support, out, next_online, next_target, batch
 
 
-@pytest.mark.parametrize("value", sorted(TD_LOSSES))
+@pytest.mark.parametrize("value", sorted(VALUE_KINDS))
 def test_total_loss_dispatches_on_value_kind(value):
     cfg = LossConfig(cql_alpha=0.0, dr3_coef=0.0)
     if value == "scalar":
@@ -345,7 +345,7 @@ def test_total_loss_dispatches_on_value_kind(value):
         expected, _ = hl_gauss_td_loss(out.logits, batch.action, y, support, sigma=0.5)
     torch.testing.assert_close(loss, expected)
     others = {k: total_loss(out, next_online, next_target, batch, cfg, value=k, support=support, hl_gauss_sigma=0.5)[0]
-              for k in TD_LOSSES if k != value and TD_LOSSES[k].distributional}
+              for k in VALUE_KINDS if k != value and VALUE_KINDS[k].distributional}
     assert all(not torch.allclose(loss, other) for other in others.values())  # the kinds really differ
     loss.backward()
     assert out.logits.grad is not None

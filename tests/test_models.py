@@ -7,11 +7,11 @@ import torch
 
 from scaled_ql.config import load_config
 from scaled_ql.games import get_game
-from scaled_ql.losses import TD_LOSSES
-from scaled_ql.models import BACKBONES, VALUE_HEADS, MultiGameQNetwork, build_model
+from scaled_ql.losses import VALUE_KINDS
+from scaled_ql.models import BACKBONES, MultiGameQNetwork, build_model
 
 
-@pytest.mark.parametrize("backbone,value", list(itertools.product(sorted(BACKBONES), sorted(VALUE_HEADS))))
+@pytest.mark.parametrize("backbone,value", list(itertools.product(sorted(BACKBONES), sorted(VALUE_KINDS))))
 def test_forward_shapes_masking_and_round_trip(tmp_path, backbone, value):
     cfg = load_config(None, ["games=[Pong, Breakout]", f"model.backbone={backbone}", f"model.value={value}", "model.feature_dim=32"])
     torch.manual_seed(0)
@@ -40,11 +40,13 @@ def test_forward_shapes_masking_and_round_trip(tmp_path, backbone, value):
     assert torch.equal(loaded(obs, game).q, out.q)
 
 
-def test_value_heads_and_td_losses_share_their_names():
-    assert set(VALUE_HEADS) == set(TD_LOSSES) == {"scalar", "c51", "hl_gauss"}
-    for name, head in VALUE_HEADS.items():
-        cfg = load_config(None, [f"model.value={name}"]).model
-        assert TD_LOSSES[name].distributional == (head.support(cfg) is not None)
+def test_one_table_gives_each_value_kind_its_outputs_support_and_td_loss():
+    assert set(VALUE_KINDS) == {"scalar", "c51", "hl_gauss"}
+    for name, kind in VALUE_KINDS.items():
+        cfg = load_config(None, [f"model.value={name}", "model.feature_dim=8"]).model
+        assert kind.distributional == (kind.support(cfg.v_min, cfg.v_max, cfg.num_atoms) is not None)
+        net = build_model(load_config(None, [f"model.value={name}", "model.feature_dim=8"]))
+        assert net.num_atoms == kind.atoms(cfg.num_atoms) and net.distributional == kind.distributional
 
 
 def test_support_is_c51_atoms_or_hl_gauss_bin_centers():
@@ -57,7 +59,7 @@ def test_support_is_c51_atoms_or_hl_gauss_bin_centers():
     assert support("scalar") is None
 
 
-@pytest.mark.parametrize("value", sorted(VALUE_HEADS))
+@pytest.mark.parametrize("value", sorted(VALUE_KINDS))
 def test_shared_head_gives_every_game_18_actions_and_round_trips(tmp_path, value):
     cfg = load_config(None, ["games=[Pong, Breakout, Seaquest]", "train.batch_size=30", "env.full_action_space=true", "model.shared_head=true",
                              f"model.value={value}", "model.feature_dim=16", "model.num_atoms=5"])

@@ -21,7 +21,8 @@ import torch
 
 from scaled_ql.config import load_config
 from scaled_ql.data.batch import Batch
-from scaled_ql.models import BACKBONES, VALUE_HEADS
+from scaled_ql.losses import VALUE_KINDS, make_algorithm
+from scaled_ql.models import BACKBONES
 from scaled_ql.train.step import train_step
 from scaled_ql.train.trainer import build_training_state
 
@@ -76,7 +77,7 @@ def small_resnets(monkeypatch):
     monkeypatch.setattr(resnet, "STAGE_WIDTHS", tuple(w // 8 for w in resnet.STAGE_WIDTHS))
 
 
-@pytest.mark.parametrize("backbone,value", list(itertools.product(sorted(BACKBONES), sorted(VALUE_HEADS))))
+@pytest.mark.parametrize("backbone,value", list(itertools.product(sorted(BACKBONES), sorted(VALUE_KINDS))))
 def test_recipe_lowers_the_loss_on_a_fixed_batch(backbone, value, request):
     if backbone.startswith("resnet"):
         request.getfixturevalue("small_resnets")
@@ -84,10 +85,11 @@ def test_recipe_lowers_the_loss_on_a_fixed_batch(backbone, value, request):
     torch.manual_seed(0)
     model, target, optimizer = build_training_state(cfg, torch.device("cpu"))
     batch = _fixed_batch(model.action_counts).to_torch("cpu")
+    algorithm = make_algorithm(cfg)
     model.train()
     losses = []
     for _ in range(STEPS):
-        metrics = train_step(model, target, optimizer, batch, cfg.loss, cfg.train.grad_clip)
+        metrics = train_step(model, target, optimizer, batch, algorithm, cfg.train.grad_clip)
         losses.append(float(metrics["loss/total"]))
     assert all(math.isfinite(x) for x in losses), losses
     assert losses[-1] < losses[0], f"{backbone} x {value}: loss went from {losses[0]:.4f} to {losses[-1]:.4f}"

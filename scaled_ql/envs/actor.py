@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from scaled_ql.config import EnvConfig
-from scaled_ql.data.online import OnlineStore
 from scaled_ql.envs.atari import make_vector_env
 from scaled_ql.games import get_game
 
@@ -35,6 +34,21 @@ Policy = Callable[[np.ndarray, int], np.ndarray]
 """``policy(obs, game_id) -> actions``: obs uint8 [N, K, H, W] (oldest frame first, zeros before
 the episode's first frame; the array is reused, copy it to keep it), ``game_id`` the game's
 index in the store's ``games``; returns int [N] greedy actions in the game's action set."""
+
+
+
+class EpisodeSink(Protocol):
+    """Where the actor writes finished episodes (``scaled_ql.data.online.OnlineStore`` is one):
+    its ``games`` fix the game ids, ``frame_shape`` and ``capacity_rows`` are checked against the
+    protocol, and ``add_episode`` takes one whole episode (frames 0..T with the final observation,
+    T actions and raw rewards, and whether it ended in a terminal state)."""
+
+    games: Sequence[str]
+    frame_shape: tuple[int, ...]
+    capacity_rows: int
+
+    def add_episode(self, game_id: int, frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminal: bool) -> Any: ...
+
 
 _SEED_RANGE = 2**31  # ALE seeds are int32; a vector env uses seed .. seed + num_envs - 1
 
@@ -191,7 +205,7 @@ class Actor:
     uninterrupted run's from the resume on.
     """
 
-    def __init__(self, store: OnlineStore, policy: Policy, env_cfg: EnvConfig, *, games: Sequence[str] | None = None,
+    def __init__(self, store: EpisodeSink, policy: Policy, env_cfg: EnvConfig, *, games: Sequence[str] | None = None,
                  num_envs: int = 1, epsilon: EpsilonSchedule = EpsilonSchedule(), seed: int = 0, max_episode_steps: int = 0) -> None:
         if num_envs < 1:
             raise ValueError(f"Actor num_envs must be at least 1, found {num_envs}")

@@ -14,7 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scaled_ql.train.checkpoint import CHECKPOINTS, CheckpointError, resolve_model_dir
+from scaled_ql.hub.card import render_model_card
+from scaled_ql.hub.upload import upload_in_one_commit
+from scaled_ql.models import count_parameters
+from scaled_ql.models.loading import CHECKPOINTS, CheckpointError, load_model, resolve_model_dir
 
 MODEL_FILES = ("model.safetensors", "config.json", "train_config.json")
 
@@ -45,10 +48,6 @@ def find_evaluation(run_dir: Path | None, step: int | None) -> Path | None:
 
 def build_push_folder(checkpoint: str | Path, repo_id: str, out_dir: str | Path, eval_json: str | Path | None = None) -> list[Path]:
     """Assemble the upload folder in ``out_dir``; return its files (relative paths), sorted."""
-    from scaled_ql.hub.card import render_model_card
-    from scaled_ql.models import count_parameters
-    from scaled_ql.eval.run import load_model
-
     model_dir, run_dir, step = _checkpoint_layout(checkpoint)
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
@@ -98,8 +97,6 @@ def push_checkpoint(
     report: dict[str, Any] = {"repo_id": repo_id, "folder": str(folder), "files": [str(f) for f in files], "dry_run": dry_run}
     if dry_run:
         return report
-    from scaled_ql.hub.upload import upload_in_one_commit
-
     report |= upload_in_one_commit(folder, repo_id, repo_type="model", private=private, api=api,
                                    message=f"Upload scaled_ql checkpoint ({len(files)} files)")
     return report

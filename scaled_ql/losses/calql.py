@@ -68,3 +68,11 @@ def calql_penalty(q: Tensor, action: Tensor, mc_return: Tensor) -> tuple[Tensor,
             "q/logsumexp_calibrated": lse.mean(),
         }
     return penalty, metrics
+
+
+def calql_term(q: Tensor, batch) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cal-QL's push-down term on a batch: :func:`calql_penalty` with V_ref = ``batch.mc_return``
+    (the conservative penalty of the Cal-QL variant, ``scaled_ql.losses.algorithms.CalQL``)."""
+    if getattr(batch, "mc_return", None) is None:
+        raise ValueError("loss.calibrated is true (Cal-QL) but the batch has no mc_return (Monte-Carlo return-to-go)")
+    return calql_penalty(q, batch.action, batch.mc_return)

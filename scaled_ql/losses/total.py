@@ -1,29 +1,26 @@
-"""The offline Q-learning objective: TD + cql_alpha * CQL + dr3_coef * DR3.
+"""The offline Q-learning objective: TD + cql_alpha * conservative penalty + dr3_coef * DR3.
 
 This is Dopamine's offline DR3 agent (``offline_dr3_agent.train``) with Scaled QL's C51 option
-(Kumar et al., 2023) and HL-Gauss (Farebrother et al., 2024). The TD term is picked by the value
-representation's name from :data:`TD_LOSSES` (the same names as ``scaled_ql.models.VALUE_HEADS``).
+(Kumar et al., 2023) and HL-Gauss (Farebrother et al., 2024). The TD term is the value
+representation's (``scaled_ql.losses.values.VALUE_KINDS``, keyed by ``model.value``); the
+conservative penalty is CQL's, or Cal-QL's for the Cal-QL variant (``scaled_ql.losses.algorithms``).
 The network outputs are any objects with ``.q``, ``.logits`` and ``.features``
-(``scaled_ql.models.QOutput``); this module imports no model and no data code.
+(``scaled_ql.models.QOutput``); the batch any object with the fields of a ``TorchBatch``; this
+module imports no model and no data code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
 
-from scaled_ql.losses.calql import calql_penalty
+from scaled_ql.config import LossConfig
 from scaled_ql.losses.cql import cql_penalty
-from scaled_ql.losses.distributional import c51_td_loss, hl_gauss_td_loss
 from scaled_ql.losses.dr3 import dr3_penalty
-from scaled_ql.losses.td import check_action, check_shape, double_q_target_scalar, gather_actions, scalar_td_loss
-
-if TYPE_CHECKING:
-    from scaled_ql.config import LossConfig
-    from scaled_ql.data.batch import TorchBatch
+from scaled_ql.losses.td import check_action, check_shape, double_q_target_scalar, gather_actions
+from scaled_ql.losses.values import VALUE_KINDS, value_kind
 
 
 class ValueOutput(Protocol):
@@ -34,63 +31,37 @@ class ValueOutput(Protocol):
     features: Tensor  # [B, D], phi(s)
 
 
-@dataclass(frozen=True)
-class TDInputs:
-    """Everything a TD loss may read; each loss takes what it needs."""
+class TransitionBatch(Protocol):
+    """What the losses read from a batch (``scaled_ql.data.batch.TorchBatch`` fits)."""
 
-    out: ValueOutput  # online network on s
-    next_q_online: Tensor  # [B, A], chooses a* with double Q
-    next_out_target: ValueOutput  # target network on s'
-    q_target: Tensor  # [B], r + discount * Q_target(s', a*) from the expected Q, no gradient
-    batch: TorchBatch
-    loss_cfg: LossConfig
-    support: Tensor | None  # [M] atoms (c51) or bin centers (hl_gauss)
-    hl_gauss_sigma: float  # in bin widths
+    action: Tensor  # int64 [B]
+    reward: Tensor  # [B] n-step return
+    discount: Tensor  # [B] gamma^k, 0 after a terminal
+    mc_return: Tensor | None  # [B] Monte-Carlo return-to-go (Cal-QL's V_ref), or None
 
 
-@dataclass(frozen=True)
-class TDLoss:
-    """A TD loss of the registry: ``fn(inputs) -> (loss, td_error [B])``; ``distributional``
-    losses read ``out.logits`` [B, A, M] and a ``support`` [M]."""
-
-    fn: Callable[[TDInputs], tuple[Tensor, Tensor]]
-    distributional: bool
+ConservativePenalty = Callable[[Tensor, Any], tuple[Tensor, dict[str, Tensor]]]
+"""``penalty(q [B, A], batch) -> (penalty, detached metrics)``: CQL's or Cal-QL's push-down term."""
 
 
-def _scalar(x: TDInputs) -> tuple[Tensor, Tensor]:
-    return scalar_td_loss(x.out.q, x.batch.action, x.q_target, x.loss_cfg.huber_delta)
-
-
-def _c51(x: TDInputs) -> tuple[Tensor, Tensor]:
-    return c51_td_loss(
-        x.out.logits, x.batch.action, x.batch.reward, x.batch.discount, x.next_out_target.logits,
-        x.next_q_online, x.next_out_target.q, x.support, x.loss_cfg.double_q,
-    )
-
-
-def _hl_gauss(x: TDInputs) -> tuple[Tensor, Tensor]:
-    return hl_gauss_td_loss(x.out.logits, x.batch.action, x.q_target, x.support, x.hl_gauss_sigma)
-
-
-TD_LOSSES: dict[str, TDLoss] = {
-    "scalar": TDLoss(_scalar, distributional=False),  # Huber(y - Q(s, a_data)), DQN
-    "c51": TDLoss(_c51, distributional=True),  # cross-entropy to the projected target distribution
-    "hl_gauss": TDLoss(_hl_gauss, distributional=True),  # cross-entropy to the Gaussian-smoothed y
-}
+def cql_term(q: Tensor, batch: TransitionBatch) -> tuple[Tensor, dict[str, Tensor]]:
+    """CQL(H): :func:`scaled_ql.losses.cql.cql_penalty` on the data actions."""
+    return cql_penalty(q, batch.action)
 
 
 def total_loss(
     out: ValueOutput,
     next_out_online: ValueOutput | None,
     next_out_target: ValueOutput,
-    batch: TorchBatch,
+    batch: TransitionBatch,
     loss_cfg: LossConfig,
     *,
     value: str = "scalar",
     support: Tensor | None = None,
     hl_gauss_sigma: float = 0.75,
+    conservative: ConservativePenalty = cql_term,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """loss = TD + cql_alpha * CQL + dr3_coef * DR3, and detached scalar metrics.
+    """loss = TD + cql_alpha * conservative + dr3_coef * DR3, and detached scalar metrics.
 
     out             online network on batch.obs (gradient flows).
     next_out_online online network on batch.next_obs: picks a* for double DQN and gives phi(s')
@@ -98,7 +69,7 @@ def total_loss(
                     ``loss_cfg.double_q`` is False and ``loss_cfg.dr3_coef`` is 0, which saves a
                     forward pass; then ``loss/dr3`` is not reported.
     next_out_target target network on batch.next_obs (computed without gradient by the caller).
-    value           the value representation, a key of :data:`TD_LOSSES` (``model.value``):
+    value           the value representation, a key of ``VALUE_KINDS`` (``model.value``):
                     ``scalar``   Huber loss of :func:`scalar_td_loss` (out.logits must be None);
                     ``c51``      cross-entropy of :func:`c51_td_loss`;
                     ``hl_gauss`` cross-entropy of :func:`hl_gauss_td_loss` to the HL-Gauss
@@ -106,6 +77,8 @@ def total_loss(
     support         [M], required by the distributional kinds: the C51 atoms
                     (linspace(v_min, v_max, M)) or the HL-Gauss bin centers (``model.support``).
     hl_gauss_sigma  HL-Gauss smoothing in bin widths (``model.hl_gauss_sigma``); unused otherwise.
+    conservative    the push-down term, ``penalty(q, batch)``: :func:`cql_term` (CQL), or Cal-QL's
+                    ``scaled_ql.losses.calql.calql_term`` (the Cal-QL variant of the algorithm).
 
     CQL always acts on the expected Q ``out.q``, as Scaled QL does for C51; DR3 on the features.
     A term whose weight is 0 is left out of the loss but still computed, without gradient, as
@@ -119,9 +92,7 @@ def total_loss(
                   target before projection onto, or clipping to, the support);
       q/logsumexp mean_b logsumexp_a Q(s, a) (from :func:`cql_penalty`).
     """
-    if value not in TD_LOSSES:
-        raise ValueError(f"value: unknown value kind '{value}'; valid: {', '.join(sorted(TD_LOSSES))}")
-    td_loss = TD_LOSSES[value]
+    kind = value_kind(value)
     q, action = out.q, batch.action
     check_shape("out.q", q, "[B, A]", (None, None))
     b = q.shape[0]
@@ -136,28 +107,24 @@ def total_loss(
         )
     next_q_online = next_out_target.q if next_out_online is None else next_out_online.q
     check_shape("next_out_online.q", next_q_online, "[B, A]", tuple(q.shape))
-    if td_loss.distributional:
+    if kind.distributional:
         for name, tensor in (("out.logits", out.logits), ("next_out_target.logits", next_out_target.logits), ("support", support)):
             if tensor is None:
                 raise ValueError(f"{name}: expected a tensor for the '{value}' TD loss, found None")
     elif out.logits is not None:
         raise ValueError(
             f"out.logits: expected None for value '{value}', found a tensor of shape {list(out.logits.shape)} "
-            f"(a distributional head: pass its value kind, one of {', '.join(k for k, v in TD_LOSSES.items() if v.distributional)})"
+            f"(a distributional head: pass its value kind, one of {', '.join(k for k, v in VALUE_KINDS.items() if v.distributional)})"
         )
 
     q_target = double_q_target_scalar(batch.reward, batch.discount, next_q_online, next_out_target.q, loss_cfg.double_q)
-    td, _ = td_loss.fn(TDInputs(out, next_q_online, next_out_target, q_target, batch, loss_cfg, support, hl_gauss_sigma))
+    td, _ = kind.td(out, batch, q_target, next_q_online, next_out_target, support=support, sigma=hl_gauss_sigma,
+                    double_q=loss_cfg.double_q, huber_delta=loss_cfg.huber_delta)
     loss = td
     metrics = {"loss/td": td.detach()}
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and loss_cfg.cql_alpha > 0):
-        if loss_cfg.calibrated:  # Cal-QL: the push-down term uses max(Q, V_ref), V_ref the MC return-to-go
-            if getattr(batch, "mc_return", None) is None:
-                raise ValueError("loss.calibrated is true (Cal-QL) but the batch has no mc_return (Monte-Carlo return-to-go)")
-            cql, cql_metrics = calql_penalty(q, action, batch.mc_return)
-        else:
-            cql, cql_metrics = cql_penalty(q, action)
+        cql, cql_metrics = conservative(q, batch)
     if loss_cfg.cql_alpha > 0:
         loss = loss + loss_cfg.cql_alpha * cql
     metrics |= {"loss/cql": cql.detach(), **cql_metrics}

@@ -7,8 +7,9 @@ sync. Actions a game does not have get Q = -inf. With ``model.shared_head`` (whi
 ``env.full_action_space``) there is a single 18-action head for every game instead, as in
 Multi-Game Decision Transformers: the game id then does not enter the network at all.
 
-The value representation is picked by name from :data:`VALUE_HEADS` (``scalar``, ``c51``,
-``hl_gauss``); the same names key the TD losses in ``scaled_ql.losses.TD_LOSSES``.
+The value representation is picked by name from ``scaled_ql.losses.values.VALUE_KINDS``
+(``scalar``, ``c51``, ``hl_gauss``): the one table that says how many outputs each action gets,
+the values they stand for, and the TD loss that trains them.
 
 The network is a Hugging Face Hub model through ``PyTorchModelHubMixin``: ``save_pretrained``
 writes ``config.json`` + ``model.safetensors``; ``from_pretrained`` loads a folder or a Hub
@@ -17,52 +18,22 @@ repo id without unpickling anything. The model knows nothing of distribution or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import save_file
 from torch import nn
 
 from scaled_ql.config import EnvConfig, ExperimentConfig, ModelConfig
 from scaled_ql.games import get_game
+from scaled_ql.losses.values import VALUE_KINDS
 from scaled_ql.models.backbones import build_backbone
 from scaled_ql.models.output import QOutput
+from scaled_ql.models.weights import check_config_against_weights, read_weights, weights_file
 
 FULL_ACTION_SET = 18
 """Size of the full Atari action set (``env.full_action_space``)."""
-
-
-@dataclass(frozen=True)
-class ValueHead:
-    """A value representation: how many outputs each action gets and the values they stand for.
-
-    atoms    ModelConfig -> outputs per action (1 for a scalar Q).
-    support  ModelConfig -> the values z [atoms] that Q = sum_i softmax(logits)_i z_i averages,
-             or None for a scalar head (Q is the output itself).
-    """
-
-    atoms: Callable[[ModelConfig], int]
-    support: Callable[[ModelConfig], torch.Tensor | None]
-
-
-def c51_support(cfg: ModelConfig) -> torch.Tensor:
-    """C51 atoms: ``num_atoms`` points from v_min to v_max, both ends included."""
-    return torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms)
-
-
-def hl_gauss_support(cfg: ModelConfig) -> torch.Tensor:
-    """HL-Gauss bin centers: ``num_atoms`` bins of equal width tiling [v_min, v_max] (edges
-    linspace(v_min, v_max, num_atoms + 1)), so the centers stop half a bin short of each end."""
-    edges = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms + 1)
-    return (edges[:-1] + edges[1:]) / 2
-
-
-VALUE_HEADS: dict[str, ValueHead] = {
-    "scalar": ValueHead(atoms=lambda cfg: 1, support=lambda cfg: None),
-    "c51": ValueHead(atoms=lambda cfg: cfg.num_atoms, support=c51_support),
-    "hl_gauss": ValueHead(atoms=lambda cfg: cfg.num_atoms, support=hl_gauss_support),
-}
 
 
 class MultiGameQNetwork(
@@ -88,8 +59,6 @@ class MultiGameQNetwork(
     def _save_pretrained(self, save_directory) -> None:
         """Write ``model.safetensors`` from a detached copy of the state dict: under DeepSpeed ZeRO
         the parameters are views into one flat buffer, which safetensors refuses to save as is."""
-        from safetensors.torch import save_file
-
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(save_directory / "model.safetensors"), metadata={"format": "pt"})
 
@@ -98,8 +67,6 @@ class MultiGameQNetwork(
                          map_location: str = "cpu", strict: bool = False, **model_kwargs):
         """The mixin's loader, made safe (see ``scaled_ql.models.weights``): safetensors only,
         config shapes checked against the file before building, non-finite weights refused."""
-        from scaled_ql.models.weights import check_config_against_weights, read_weights, weights_file
-
         file = weights_file(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                             local_files_only=local_files_only, token=token)
         check_config_against_weights(cls, model_kwargs, file)
@@ -116,15 +83,15 @@ class MultiGameQNetwork(
         self.model_cfg = ModelConfig(**model)
         self.env_cfg = EnvConfig(**env)
         cfg, env_cfg = self.model_cfg, self.env_cfg
-        if cfg.value not in VALUE_HEADS:
-            raise ValueError(f"config key 'model.value': unknown value head '{cfg.value}'; valid: {', '.join(sorted(VALUE_HEADS))}")
+        if cfg.value not in VALUE_KINDS:
+            raise ValueError(f"config key 'model.value': unknown value head '{cfg.value}'; valid: {', '.join(sorted(VALUE_KINDS))}")
         if cfg.shared_head and not env_cfg.full_action_space:
             raise ValueError(
                 "config key 'model.shared_head': expected false unless env.full_action_space is true "
                 "(a shared head needs one action set for all games), found True"
             )
-        value_head = VALUE_HEADS[cfg.value]
-        self.num_atoms = value_head.atoms(cfg)
+        value_kind = VALUE_KINDS[cfg.value]
+        self.num_atoms = value_kind.atoms(cfg.num_atoms)
         expected = action_sets_for(self.games, env_cfg)
         if action_sets is not None and [list(map(int, a)) for a in action_sets] != expected:
             bad = next(g for g, a, e in zip(self.games, action_sets, expected) if list(map(int, a)) != e)
@@ -145,8 +112,8 @@ class MultiGameQNetwork(
         self.policy_head = nn.Linear(cfg.feature_dim, self.num_heads * self.max_actions) if cfg.policy_head else None
         self.value_head = nn.Linear(cfg.feature_dim, self.num_heads) if cfg.state_value_head else None
         self.register_buffer("action_mask", mask, persistent=False)
-        # [num_atoms] values of the atoms or bins (see VALUE_HEADS); None for a scalar head.
-        self.register_buffer("support", value_head.support(cfg), persistent=False)
+        # [num_atoms] values of the atoms or bins (see VALUE_KINDS); None for a scalar head.
+        self.register_buffer("support", value_kind.support(cfg.v_min, cfg.v_max, cfg.num_atoms), persistent=False)
         self.channels_last = False
 
     @classmethod

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 SAFETENSORS_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
@@ -42,9 +46,6 @@ def weights_file(model_id: str, *, revision=None, cache_dir=None, force_download
         pickles = [name for name in PICKLE_FILES if (Path(model_id) / name).is_file()]
         found = f"found only {pickles[0]}, a pickle file, which scaled_ql never loads (nothing is unpickled)" if pickles else "found none"
         raise WeightsError(f"checkpoint '{model_id}': expected weights in {SAFETENSORS_FILE}, {found}")
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
     try:
         return Path(hf_hub_download(repo_id=model_id, filename=SAFETENSORS_FILE, revision=revision, cache_dir=cache_dir,
                                     force_download=force_download, token=token, local_files_only=local_files_only))
@@ -64,8 +65,6 @@ def weights_file(model_id: str, *, revision=None, cache_dir=None, force_download
 
 
 def _header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(file), framework="pt") as handle:
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
@@ -97,9 +96,6 @@ def check_config_against_weights(cls, model_kwargs: dict[str, Any], file: Path) 
 
 def read_weights(file: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, each checked finite; errors name the file and tensor."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         state = load_file(str(file), device=str(device))
     except (SafetensorError, OSError) as err:

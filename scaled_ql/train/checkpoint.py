@@ -18,6 +18,7 @@ pickled: tensors go to safetensors, everything else to JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,17 +27,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scaled_ql.config import ExperimentConfig, load_config_json
+from scaled_ql.models.loading import CHECKPOINTS, CheckpointError, latest_checkpoint, list_checkpoints, resolve_model_dir
+from scaled_ql.train.parallel import LOCAL, Distribution
 
-CHECKPOINTS = "checkpoints"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or incompatible; the message names the path."""
+__all__ = ["CHECKPOINTS", "CheckpointError", "latest_checkpoint", "list_checkpoints", "resolve_model_dir", "save_checkpoint",
+           "load_checkpoint", "load_optimizer", "find_resumable_checkpoint", "checkpoint_problem", "check_compatible"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -98,17 +98,6 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _optimizer_layout(optimizer: Any, accelerator: Any) -> str:
-    """``zero`` (DeepSpeed ZeRO partitions), ``per_rank`` (FSDP: each process holds the state of
-    its shard) or ``full`` (every process holds the same, whole state)."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    if hasattr(inner, "single_partition_of_fp32_groups"):
-        return "zero"
-    if accelerator is not None and str(accelerator.distributed_type).endswith("FSDP"):
-        return "per_rank"
-    return "full"
-
-
 def _rank_optimizer_state(optimizer: Any, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """This process's part of a sharded optimizer (for ZeRO: the inner Adam state over its flat
     fp32 partition, and the partition)."""
@@ -122,11 +111,6 @@ def _rank_optimizer_state(optimizer: Any, layout: str) -> tuple[dict[str, torch.
     return tensors, meta
 
 
-def _barrier(accelerator: Any) -> None:
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-
-
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -135,7 +119,7 @@ def save_checkpoint(
     target: nn.Module,
     optimizer: torch.optim.Optimizer,
     rank_state: dict[str, Any],
-    accelerator: Any = None,
+    dist: Distribution = LOCAL,
     write_rank_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and keep the newest ``cfg.train.keep_checkpoints``.
@@ -146,10 +130,7 @@ def save_checkpoint(
     process. ``model`` is the unwrapped online network. ``write_rank_files(state_dir)``, if given,
     lets every process add its own files (e.g. its online replay) before the checkpoint appears.
     """
-    from accelerate.utils import gather_object
-
-    rank = accelerator.process_index if accelerator is not None else 0
-    world = accelerator.num_processes if accelerator is not None else 1
+    rank, world = dist.rank, dist.world_size
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
@@ -159,9 +140,9 @@ def save_checkpoint(
             for stale in root.glob(".tmp-*"):  # left by a save that was killed
                 shutil.rmtree(stale, ignore_errors=True)
             (tmp / "state").mkdir(parents=True)
-        _barrier(accelerator)
+        dist.barrier()
 
-        layout = _optimizer_layout(optimizer, accelerator)
+        layout = dist.sharded_optimizer or "full"
         sharded = layout != "full"
         if write_rank_files is not None:
             write_rank_files(tmp / "state")
@@ -169,8 +150,8 @@ def save_checkpoint(
             opt_tensors, opt_meta = _rank_optimizer_state(optimizer, layout)
             save_file(opt_tensors, tmp / "state" / f"optimizer_rank{rank}.safetensors")
             (tmp / "state" / f"optimizer_rank{rank}.json").write_text(json.dumps(opt_meta))
-        gathered = [rank_state] if accelerator is None else gather_object([rank_state])
-        rngs = [rng_tensors()] if accelerator is None else gather_object([rng_tensors()])
+        gathered = dist.gather_objects(rank_state)
+        rngs = dist.gather_objects(rng_tensors())
         if rank == 0:
             model.save_pretrained(tmp / "model")
             (tmp / "model" / "train_config.json").write_text(cfg.to_json())
@@ -182,7 +163,7 @@ def save_checkpoint(
                 save_file(opt_tensors, tmp / "state" / "optimizer.safetensors")
             save_file({f"rank{r}.{k}": v for r, t in enumerate(rngs) for k, v in t.items()}, tmp / "state" / "rng.safetensors")
             (tmp / "state" / "trainer.json").write_text(json.dumps(meta, indent=1))
-        _barrier(accelerator)  # every shard is on disk before the rename makes the checkpoint visible
+        dist.barrier()  # every shard is on disk before the rename makes the checkpoint visible
 
         if rank == 0:
             _fsync_tree(tmp)
@@ -202,29 +183,14 @@ def save_checkpoint(
         raise CheckpointError(f"could not write checkpoint '{final}': {cause}"
                               + (f" ('{err.filename}')" if getattr(err, "filename", None) else "")
                               + "; no partial checkpoint was left") from None
-    _barrier(accelerator)
+    dist.barrier()
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (half-written ``.tmp-`` folders excluded)."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def checkpoint_problem(path: Path) -> str | None:
     """Why checkpoint ``path`` cannot be resumed from (a missing, truncated or corrupt file,
     named), or None when every file is readable. Reads the safetensors headers (which cover
     the file's length) and the JSON files, not the tensors."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     for name in ("model/config.json", "model/model.safetensors", "model/train_config.json", "state/target.safetensors",
                  "state/rng.safetensors", "state/trainer.json"):
@@ -265,8 +231,6 @@ def find_resumable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
 def dataset_fingerprint(metadata: list[Any]) -> dict[str, Any]:
     """What identifies the training data: its folders and one sha256 over every data file's
     sha256 (from the datasets' metadata, so nothing is read)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for meta in metadata:
         for entry in meta.files:
@@ -284,27 +248,6 @@ def check_same_dataset(path: Path, meta: dict[str, Any], current: dict[str, Any]
         f"checkpoint '{path}' was trained on dataset {saved['paths']} with fingerprint {saved['sha256'][:16]} ({saved['rows']} rows), "
         f"but data.path now holds {current['paths']} with fingerprint {current['sha256'][:16]} ({current['rows']} rows): the "
         "data changed (regenerated at the same path?). Resume with the original data, or start a new run (name=...)"
-    )
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a run folder, a checkpoint folder or its ``model/`` folder; return the ``model/`` folder."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    if (path / "model" / "model.safetensors").is_file():
-        return path / "model"
-    if (path / CHECKPOINTS).is_dir():
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return latest / "model"
-    from scaled_ql.models.weights import PICKLE_FILES
-
-    pickles = [name for name in PICKLE_FILES if (path / name).is_file() or (path / "model" / name).is_file()]
-    raise CheckpointError(
-        f"checkpoint '{path}': expected a folder holding model.safetensors (or model/model.safetensors, "
-        f"or a run folder with checkpoints/), found "
-        + (f"only {pickles[0]}, a pickle file, which scaled_ql never loads (nothing is unpickled)" if pickles else "none")
     )
 
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 EXIT_INTERRUPTED = 75
 """Exit status of a run stopped by a signal after writing its checkpoint (sysexits' EX_TEMPFAIL:
@@ -53,8 +56,6 @@ def _handler(signum: int, frame: Any) -> None:
     if not _in_loop[0] or (signum == signal.SIGINT and _received):
         raise StopNow(name)
     if not _received:
-        import sys
-
         print(f"scaled-ql: {name}: finishing the current update, then writing a checkpoint and stopping"
               + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
     _received.append(signum)
@@ -88,16 +89,15 @@ def stop_on_signals() -> Iterator[None]:
         _in_loop[0] = False
 
 
-def stop_requested(accelerator: Any = None, sync: bool = True) -> str | None:
-    """The name of the signal that asked the run to stop, or None. With several processes the
-    answer is agreed on (one collective), so only ask at ``sync`` points every rank reaches."""
+def stop_requested(dist: Any = None, sync: bool = True) -> str | None:
+    """The name of the signal that asked the run to stop, or None. With several processes (``dist``,
+    a ``scaled_ql.train.parallel.Distribution``) the answer is agreed on (one collective), so only
+    ask at ``sync`` points every rank reaches."""
     local = signal.Signals(_received[0]).name if _received else None
-    if accelerator is None or accelerator.num_processes == 1:
+    if dist is None or dist.world_size == 1:
         return local
     if not sync:
         return None
-    import torch
-
-    code = torch.tensor([_received[0] if _received else 0], device=accelerator.device)
-    agreed = int(accelerator.gather(code).max().item())
+    code = torch.tensor([_received[0] if _received else 0], device=dist.device)
+    agreed = int(dist.gather(code).max().item())
     return signal.Signals(agreed).name if agreed else None

@@ -1,7 +1,10 @@
-"""The only place that knows about distribution: build the accelerator, wrap model and optimizer.
+"""The only place that knows about distribution: build the accelerator, wrap model and optimizer,
+and the one narrow interface the rest of training sees, :class:`Distribution` (backward, clip,
+reduce, is-main, barrier, gather).
 
 Models never import this; the training loop calls :func:`make_accelerator` once and
-:func:`prepare` once. What the launcher decided (``accelerate launch`` sets ``ACCELERATE_*``
+:func:`prepare` once, and hands a :class:`Distribution` to the update step and the checkpoint
+code (never the accelerator itself). What the launcher decided (``accelerate launch`` sets ``ACCELERATE_*``
 variables; ``torchrun`` sets ``WORLD_SIZE``) is read here, checked against the config's ``dist``
 section, and written back into the config as resolved values, so the run's ``config.json``
 records it. A disagreement stops with both values named.
@@ -9,13 +12,18 @@ records it. A disagreement stops with both values named.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, gather_object
+from torch import nn
 
 from scaled_ql.config import ConfigError, ExperimentConfig
 
@@ -125,7 +133,91 @@ def shutdown(accelerator: Accelerator | None) -> None:
         torch.distributed.destroy_process_group()
     # accelerate keeps its state in process-wide singletons; reset them so a later run in the same
     # process (tests, notebooks) builds its own accelerator from its own config.
-    from accelerate.state import AcceleratorState, GradientState
-
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside its wrappers: DDP, FSDP and DeepSpeed keep it in ``.module``,
+    ``torch.compile`` in ``._orig_mod``."""
+    while True:
+        inner = getattr(model, "module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+class Distribution:
+    """What the update step, the loop and the checkpoint code may ask of distribution: backward,
+    clip, reduce, is-main, barrier, gather (and the accumulation context). ``Distribution(None)``
+    (:data:`LOCAL`) is one process without an accelerator: plain ``loss.backward()``."""
+
+    def __init__(self, accelerator: Accelerator | None = None) -> None:
+        self._accelerator = accelerator
+
+    @property
+    def rank(self) -> int:
+        return self._accelerator.process_index if self._accelerator is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        return self._accelerator.num_processes if self._accelerator is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return self._accelerator.device if self._accelerator is not None else torch.device("cpu")
+
+    @property
+    def sharded_optimizer(self) -> str | None:
+        """``zero`` (DeepSpeed ZeRO: each process holds its partition of the optimizer state),
+        ``per_rank`` (FSDP: each process holds the state of its shard) or None (every process holds
+        the same, whole state), from accelerate's public ``distributed_type``."""
+        kind = self._accelerator.distributed_type if self._accelerator is not None else DistributedType.NO
+        return {DistributedType.DEEPSPEED: "zero", DistributedType.FSDP: "per_rank"}.get(kind)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self._accelerator is None:
+            loss.backward()
+        else:
+            self._accelerator.backward(loss)
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor | None:
+        """Clip the gradients' global norm to ``max_norm`` and return the norm before clipping; None
+        between the micro-batches of gradient accumulation (nothing to clip yet) or when the engine
+        (DeepSpeed) clips inside its own step and reports no norm."""
+        if self._accelerator is None:
+            return nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if not self._accelerator.sync_gradients:
+            return None
+        norm = self._accelerator.clip_grad_norm_(model.parameters(), max_norm)  # DeepSpeed: its engine's norm
+        return None if norm is None else torch.as_tensor(norm, dtype=torch.float32)
+
+    def accumulate(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """Gradient accumulation over ``dist.grad_accum`` micro-batches (a no-op without an accelerator)."""
+        return contextlib.nullcontext() if self._accelerator is None else self._accelerator.accumulate(model)
+
+    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        """``sum`` or ``mean`` of ``tensor`` over the processes (itself with one process)."""
+        return tensor if self._accelerator is None else self._accelerator.reduce(tensor, op)
+
+    def barrier(self) -> None:
+        if self._accelerator is not None:
+            self._accelerator.wait_for_everyone()
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor``, concatenated along the first dimension."""
+        return tensor if self._accelerator is None else self._accelerator.gather(tensor)
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (JSON-able), in rank order."""
+        return [obj] if self._accelerator is None else gather_object([obj])
+
+
+LOCAL = Distribution(None)
+"""One process, no accelerator."""

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from scaled_ql.config import LossConfig
 from scaled_ql.data.batch import TorchBatch
-from scaled_ql.losses.algorithms import ALGORITHM_LOSSES, LossInputs, algorithm_loss
+from scaled_ql.losses.algorithms import Algorithm, NetworkOutputs
 from scaled_ql.losses.total import per_game_q
-
-if TYPE_CHECKING:
-    from accelerate import Accelerator
+from scaled_ql.train.parallel import LOCAL, Distribution, unwrap
 
 
-def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward passes and the loss of ``batch`` (the update step without its backward); only the
-    passes ``loss.algorithm`` reads are run (see ``ALGORITHM_LOSSES``)."""
-    needs = ALGORITHM_LOSSES[loss_cfg.algorithm]
-    n = batch.obs.shape[0]
+def forward_passes(model: nn.Module, target: nn.Module, batch: TorchBatch, algorithm: Algorithm) -> NetworkOutputs:
+    """The forward passes ``algorithm`` reads (its ``passes``), and no others."""
+    needs, n = algorithm.passes, batch.obs.shape[0]
     if needs.next_online:
         # s and s' go through the online network in one pass: half the kernel launches, and
         # phi(s') for DR3 plus the double-DQN argmax come for free.
@@ -30,22 +23,24 @@ def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cf
     with torch.no_grad():
         next_target = target(batch.next_obs, batch.game) if needs.next_target else None
         on_obs = target(batch.obs, batch.game) if needs.target else None
-    net = unwrap(model)
-    loss, metrics = algorithm_loss(loss_cfg.algorithm, LossInputs(
-        out, next_online, next_target, on_obs, batch, loss_cfg,
-        value=net.model_cfg.value, support=net.support, hl_gauss_sigma=net.model_cfg.hl_gauss_sigma,
-    ))
-    q_data = out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
-    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(net.games))
+    return NetworkOutputs(out, next_online, next_target, on_obs)
+
+
+def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, algorithm: Algorithm) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward passes and the loss of ``batch`` (the update step without its backward)."""
+    outputs = forward_passes(model, target, batch, algorithm)
+    loss, metrics = algorithm(outputs, batch)
+    q_data = outputs.out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
+    metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(unwrap(model).games))
     return loss, metrics
 
 
 @torch.no_grad()
-def holdout_metrics(model: nn.Module, target: nn.Module, batch: TorchBatch, loss_cfg: LossConfig) -> dict[str, torch.Tensor]:
+def holdout_metrics(model: nn.Module, target: nn.Module, batch: TorchBatch, algorithm: Algorithm) -> dict[str, torch.Tensor]:
     """The loss terms on a held-out batch, without gradient: ``holdout/<term>``."""
     was_training = model.training
     model.eval()
-    _, metrics = compute_loss(model, target, batch, loss_cfg)
+    _, metrics = compute_loss(model, target, batch, algorithm)
     model.train(was_training)
     return {f"holdout/{k.split('/')[-1]}": v for k, v in metrics.items() if k.startswith("loss/")}
 
@@ -55,42 +50,25 @@ def train_step(
     target: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: TorchBatch,
-    loss_cfg: LossConfig,
+    algorithm: Algorithm,
     grad_clip: float,
-    accelerator: Accelerator | None = None,
+    dist: Distribution = LOCAL,
 ) -> dict[str, torch.Tensor]:
     """One gradient update of ``model`` on ``batch``; returns detached metric tensors (no host sync).
 
-    With an ``accelerator`` (the training loop always passes one) backward, clipping and the
-    optimizer step go through it, so DDP, DeepSpeed and gradient accumulation work unchanged:
-    inside ``accelerator.accumulate`` the wrapped optimizer only steps on the last micro-batch.
+    Backward and clipping go through ``dist`` (:mod:`scaled_ql.train.parallel`), so DDP,
+    DeepSpeed and gradient accumulation work unchanged: inside ``dist.accumulate`` the wrapped
+    optimizer only steps on the last micro-batch, and clipping happens only there.
     """
-    loss, metrics = compute_loss(model, target, batch, loss_cfg)
-    if accelerator is None:
-        loss.backward()
-        if grad_clip > 0:
-            metrics["grad/norm"] = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    else:
-        accelerator.backward(loss)
-        if grad_clip > 0 and accelerator.sync_gradients:
-            norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)  # DeepSpeed: its engine's norm
-            if norm is not None:
-                metrics["grad/norm"] = torch.as_tensor(norm, dtype=torch.float32)
+    loss, metrics = compute_loss(model, target, batch, algorithm)
+    dist.backward(loss)
+    if grad_clip > 0:
+        norm = dist.clip_grad_norm(model, grad_clip)
+        if norm is not None:
+            metrics["grad/norm"] = norm
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return metrics
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside its wrappers: DDP, FSDP and DeepSpeed keep it in ``.module``,
-    ``torch.compile`` in ``._orig_mod``."""
-    while True:
-        inner = getattr(model, "module", None)
-        if inner is None:
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 @torch.no_grad()
