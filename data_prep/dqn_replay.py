@@ -66,7 +66,7 @@ Subsets (recorded in the dataset card and in ``conversion_report.json``):
 Bad input (truncated or corrupt gzip, missing file of a checkpoint, wrong dtype or shape,
 mismatched lengths, a pickled or object array, NaN rewards, an ``invalid_range`` or
 ``add_count`` that disagree, padding that is not zero) raises
-:class:`~scaled_ql.data.format.DatasetFormatError` naming the file and the problem. With
+:class:`~scaled_ql.data.schema.DatasetFormatError` naming the file and the problem. With
 ``skip_bad`` the checkpoint is skipped instead (its gzip stream and padding frames are
 verified before any of its rows are written, so a skipped checkpoint leaves nothing behind),
 and a summary of what was skipped is warned and written to ``conversion_report.json`` in the
@@ -93,16 +93,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from scaled_ql.data.format import (
-    FRAME_SHAPE,
-    CollectionInfo,
-    DatasetFormatError,
-    DatasetMetadata,
-    canonical_game_name,
-    check_output_folder,
-    default_command,
-    write_dataset,
-)
+from scaled_ql.data.schema import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name
+from scaled_ql.data.writer import check_output_folder, default_command, write_dataset
+from scaled_ql.games import get_game
 
 REPORT_FILE = "conversion_report.json"
 """Written into the dataset folder by the converters: per-input counts and what was skipped."""
@@ -183,7 +176,7 @@ class EpisodeChunker:
             context: int = 0) -> dict[str, np.ndarray] | None:
         """Add an episode of ``T = len(actions) - context`` steps: ``frames`` [context + T + 1, H, W],
         the last one the final observation, the first ``context`` context rows (an episode joined in
-        progress: steps -context .. -1, never transition starts; see ``scaled_ql.data.format``);
+        progress: steps -context .. -1, never transition starts; see ``scaled_ql.data.schema``);
         returns a full chunk when one is ready."""
         rows = len(frames)
         assert rows == len(actions) + 1 == len(rewards) + 1 and rows >= context + 2
@@ -737,8 +730,6 @@ def check_actions(actions: np.ndarray, num_actions: int | None, where: str) -> N
 
 def game_num_actions(game: str) -> int | None:
     """Size of the game's minimal action set (ale_py's ROM), or None when it cannot be read."""
-    from scaled_ql.games import get_game
-
     try:
         return get_game(game).num_actions
     except Exception:  # no ROM in this ale_py: the action range is not checked

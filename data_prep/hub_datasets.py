@@ -34,7 +34,7 @@ encodes as PNG), then the action and ``rew``. A row is closed only when
 dones) do not split rows, and neither does envpool's time limit, after which envpool resets the
 game while the row goes on (see "time-limit resets" below).
 
-Column mapping (JAT -> ours, see ``scaled_ql.data.format`` for our row convention)
+Column mapping (JAT -> ours, see ``scaled_ql.data.schema`` for our row convention)
 ----------------------------------------------------------------------------------
 
 * ``frame``: each PNG is decoded with Pillow to a uint8 array. An ``(84, 84, 4)`` image (JAT's
@@ -103,7 +103,7 @@ like the Hub's (``<split>-*.parquet``, ``<split>/*.parquet``, ``<split>.parquet`
 
 Bad rows (undecodable PNG, a frame that cannot be mapped, columns of different lengths, an
 empty episode, an action outside the game's actions, a non-finite reward, stacks in the wrong
-order) raise :class:`~scaled_ql.data.format.DatasetFormatError` naming the source, config, split,
+order) raise :class:`~scaled_ql.data.schema.DatasetFormatError` naming the source, config, split,
 row, step and column; with ``skip_bad`` the row is skipped (it is read in full before any of it
 is written), a summary is warned and written to ``conversion_report.json``. A config that cannot
 be used at all (not ``atari-<game>``, unknown game, missing column, missing split) always raises.
@@ -119,10 +119,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from data_prep.dqn_replay import REPORT_FILE, ConversionReport, EpisodeChunker, check_actions, check_output, game_num_actions, write_converted
-from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command
+from scaled_ql.data.schema import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name
+from scaled_ql.data.writer import default_command
 
 OBSERVATIONS = "image_observations"
 ACTIONS = "discrete_actions"
@@ -202,7 +204,7 @@ def is_local(source: str | Path) -> bool:
 
 def _quiet_datasets(progress: bool):
     """Silence ``datasets``' own progress bars unless ``progress``."""
-    import datasets
+    import datasets  # heavy (about a second): only when this converter runs
 
     @contextlib.contextmanager
     def ctx():
@@ -230,7 +232,7 @@ def _split_parquet_files(folder: Path, split: str) -> list[Path]:
 def open_config(source: str | Path, config: str, split: str, *, single: bool, revision: str | None = None):
     """``(rows, where)``: an ``IterableDataset`` of the config's episodes (images not decoded)
     and a description of it for errors. ``single``: the only config, so ``source`` may be it."""
-    import datasets
+    import datasets  # heavy (about a second): only when this converter runs
 
     if not is_local(source):
         source = str(source)
@@ -291,8 +293,6 @@ def check_columns(ds, where: str) -> None:
 def decode_observation(value: Any, where: str) -> tuple[np.ndarray, str]:
     """``(array, mode)``: one step's observation as a uint8 array, from an undecoded ``Image`` value (``{"bytes", "path"}``),
     PNG bytes, a PIL image or an array."""
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(value, dict):
         data = value.get("bytes")
         if data is None and value.get("path"):

@@ -53,7 +53,7 @@ frame of the last ``o_tp1`` (a real observation, also for terminal transitions),
 
 Bad input (truncated or corrupt gzip, a CRC mismatch, a truncated record, a record that is
 not an Example, a missing feature or one of the wrong type or length, a non-PNG or non-gray
-frame, frames of other sizes) raises :class:`~scaled_ql.data.format.DatasetFormatError`
+frame, frames of other sizes) raises :class:`~scaled_ql.data.schema.DatasetFormatError`
 naming the file, the record and the problem; with ``skip_bad`` the file is skipped (every
 file is then read and checked in full before any of its rows are written), the rest
 converts, and a summary is warned and written to ``conversion_report.json``.
@@ -74,10 +74,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from data_prep.dqn_replay import DQN_PROTOCOL, REPORT_FILE, ConversionReport, EpisodeChunker, actions_in_range, game_num_actions, check_actions, check_output, write_converted
-from scaled_ql.data.format import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name, default_command
+from scaled_ql.data.schema import FRAME_SHAPE, CollectionInfo, DatasetFormatError, DatasetMetadata, canonical_game_name
+from scaled_ql.data.writer import default_command
 
 SHARD_NAME = re.compile(r"^run_(?P<run>\d+)-(?P<shard>\d+)-of-(?P<count>\d+)$")
 
@@ -387,8 +389,6 @@ def _feature(features: dict, name: str, kind: str, count: int | None, where: str
 
 def decode_png(data: bytes, where: str) -> np.ndarray:
     """An 8-bit grayscale PNG -> uint8 [H, W]."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":

@@ -5,7 +5,7 @@ single frames (``frame_stack=1``: the dataset stores single frames). Per vector 
 Python work is a few array assignments into preallocated per-env buffers ``[num_envs, cap]``;
 only when an episode ends is it copied out, and finished episodes are handed to the writer in
 chunks of about ``cfg.prep.shard_rows`` rows, so memory stays bounded by the longest running
-episodes plus one chunk. See ``scaled_ql.data.format`` for the row convention.
+episodes plus one chunk. See ``scaled_ql.data.schema`` for the row convention.
 
 The budget ``cfg.prep.steps_per_game`` counts agent steps over all environments of a game
 (env e gets ``steps // num_envs`` steps, plus one for the first ``steps % num_envs`` envs);
@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from data_prep.scripted import CONTROLLERS, scripted_policy
 from scaled_ql.config import ExperimentConfig
-from scaled_ql.data.format import CollectionInfo, DatasetMetadata, default_command, return_stats, write_dataset
+from scaled_ql.data.card import return_stats
+from scaled_ql.data.schema import CollectionInfo, DatasetMetadata
+from scaled_ql.data.writer import default_command, write_dataset
 from scaled_ql.envs.atari import make_vector_env
 from scaled_ql.envs.ram import RamVectorEnv
 from scaled_ql.games import get_game

@@ -35,6 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 from scaled_ql.config import EnvConfig, EvalConfig
+from scaled_ql.envs.ram import RamVectorEnv
+from scaled_ql.eval.evaluate import EpisodeTally
+from scaled_ql.games import get_game
 
 ScriptedPolicy = Callable[[np.ndarray], np.ndarray]
 
@@ -122,8 +125,6 @@ CONTROLLERS = {"scripted": SCRIPTED_POLICIES, "poor": POOR_POLICIES}
 
 def scripted_policy(game: str, kind: str = "scripted") -> ScriptedPolicy:
     """The ``kind`` controller of ``game`` (a variant, ``Freeway-m1d0``, plays its game's)."""
-    from scaled_ql.games import get_game
-
     policies = CONTROLLERS[kind]
     try:
         spec = get_game(game)
@@ -144,9 +145,6 @@ def evaluate_scripted(game: str, epsilon: float, env_cfg: EnvConfig, eval_cfg: E
     ``discount = (gamma, reward_clip)``, ``discounted_mean`` (sum_t gamma^t clip(r_t)), as
     :func:`scaled_ql.eval.evaluate.evaluate_game` does for a network. ``kind``: ``scripted``
     (the competent controller) or ``poor`` (the mixed-quality regime's wrong one)."""
-    from scaled_ql.envs.ram import RamVectorEnv
-    from scaled_ql.eval.evaluate import EpisodeTally
-
     policy = scripted_policy(game, kind)
     n = min(eval_cfg.num_envs, episodes)
     env = RamVectorEnv(game, n, env_cfg, max_episode_steps=eval_cfg.max_episode_steps)

@@ -75,8 +75,8 @@ class GameSpec:
 
 
 def _load_rom(ale_name: str):
-    import ale_py
-    from ale_py import roms
+    import ale_py  # heavy (the emulator and its ROMs): loaded when a game's actions are first asked for
+    from ale_py import roms  # (same)
 
     path = roms.get_rom_path(ale_name)
     if path is None:

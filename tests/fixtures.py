@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaled_ql.data.format import CollectionInfo, write_dataset
+from scaled_ql.data.schema import CollectionInfo
+from scaled_ql.data.writer import write_dataset
 
 
 @dataclass(frozen=True)

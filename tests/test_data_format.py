@@ -10,14 +10,8 @@ import pytest
 import yaml
 from fixtures import DEFAULT_EPISODES, decode_frame, episode_chunk, episode_id_of, write_synthetic_dataset
 
-from scaled_ql.data.format import (
-    CARD_FILE,
-    METADATA_FILE,
-    DatasetFormatError,
-    read_metadata,
-    verify_checksums,
-    write_dataset,
-)
+from scaled_ql.data.schema import CARD_FILE, METADATA_FILE, DatasetFormatError, read_metadata, verify_checksums
+from scaled_ql.data.writer import write_dataset
 from scaled_ql.data.store import ReplayStore
 
 

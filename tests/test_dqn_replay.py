@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from data_prep.dqn_replay import REPORT_FILE, SkippedInputWarning, convert_dqn_replay, read_conversion_report, round_half_up
-from scaled_ql.data.format import CARD_FILE, DatasetFormatError, read_metadata
+from scaled_ql.data.schema import CARD_FILE, DatasetFormatError, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from tests.formats import DopamineLoggedBuffer, LoggedCheckpoint, expected_episodes, frame_label, save_npy_gz

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from scaled_ql.cli import main
-from scaled_ql.data.format import METADATA_FILE, write_dataset
+from scaled_ql.data.schema import METADATA_FILE
+from scaled_ql.data.writer import write_dataset
 from tests.fixtures import DEFAULT_EPISODES, episode_chunk, write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +145,7 @@ def _tamper(folder: Path, column: str, row: int, value) -> Path:
     the checks would have: the file is consistent, the value is bad."""
     import pyarrow as pa
 
-    from scaled_ql.data.format import open_arrow_file, sha256_file
+    from scaled_ql.data.schema import open_arrow_file, sha256_file
 
     meta = json.loads((folder / METADATA_FILE).read_text())
     file = folder / meta["files"][0]["name"]
@@ -720,8 +721,8 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpoint(tmp_path):
 def test_streamed_episodes_with_bad_values_are_refused_naming_row_and_game():
     import pyarrow as pa
 
-    from scaled_ql.data.format import chunk_to_table
-    from scaled_ql.data.parquet import iter_whole_episodes
+    from scaled_ql.data.writer import chunk_to_table
+    from scaled_ql.data.shards import iter_whole_episodes
 
     table = chunk_to_table(episode_chunk(0, DEFAULT_EPISODES[0]))
     rewards = table.column("reward").to_numpy().copy()
@@ -771,7 +772,7 @@ def _joined_chunk(context: int = 3, steps: int = 4) -> dict:
 
 
 def test_context_rows_are_stored_counted_apart_and_never_sampled(tmp_path):
-    from scaled_ql.data.inspect import dataset_info
+    from scaled_ql.data.inspection import dataset_info
     from scaled_ql.data.parquet import export_parquet, import_parquet
     from scaled_ql.data.sampler import Sampler
     from scaled_ql.data.store import ReplayStore

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from data_prep.dqn_replay import REPORT_FILE, SkippedInputWarning, read_conversion_report
 from data_prep.hub_datasets import convert_hub_dataset, episode_segments, game_of_config, jat_config_name, resolve_configs
-from scaled_ql.data.format import CARD_FILE, DatasetFormatError, read_metadata
+from scaled_ql.data.schema import CARD_FILE, DatasetFormatError, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 

@@ -16,8 +16,8 @@ import pytest
 from fixtures import decode_stack, write_synthetic_dataset
 from PIL import Image
 
-from scaled_ql.data.format import DatasetFormatError
-from scaled_ql.data.inspect import dataset_info, format_dataset_info, format_transition, save_transition_image, transition
+from scaled_ql.data.schema import DatasetFormatError
+from scaled_ql.data.inspection import dataset_info, format_dataset_info, format_transition, save_transition_image, transition
 from scaled_ql.data.parquet import export_parquet
 from scaled_ql.data.store import ReplayStore
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from scaled_ql.cli import main
-from scaled_ql.learning_bench import SUITES, LearningBenchmark
+from benchmarks.learning_bench import SUITES, LearningBenchmark
 
 
 def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):

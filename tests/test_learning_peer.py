@@ -10,7 +10,7 @@ from tests.fixtures import decode_stack, write_synthetic_dataset
 
 d3rlpy = pytest.importorskip("d3rlpy")
 
-from scaled_ql.learning_peer import export_mdp_dataset  # noqa: E402
+from benchmarks.learning_peer import export_mdp_dataset  # noqa: E402
 
 
 @pytest.mark.parametrize("game", ["Pong", "Breakout"])

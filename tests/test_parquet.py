@@ -11,15 +11,10 @@ import pytest
 import yaml
 from fixtures import DEFAULT_EPISODES, SyntheticEpisode, decode_frame, episode_id_of, write_synthetic_dataset
 
-from scaled_ql.data.format import DatasetFormatError, read_metadata
-from scaled_ql.data.parquet import (
-    PARQUET_METADATA_FILE,
-    export_parquet,
-    import_parquet,
-    push_dataset,
-    read_parquet_metadata,
-    verify_parquet,
-)
+from scaled_ql.data.schema import DatasetFormatError, read_metadata
+from scaled_ql.data.parquet import export_parquet, import_parquet, verify_parquet
+from scaled_ql.data.shards import PARQUET_METADATA_FILE, read_parquet_metadata
+from scaled_ql.hub.datasets import push_dataset
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 
@@ -207,7 +202,7 @@ def test_push_uploads_one_commit_and_dry_run_lists(data, exported, tmp_path):
 def test_shards_that_break_the_row_convention_are_named(exported, tmp_path):
     import pyarrow as pa
 
-    from scaled_ql.data.parquet import EpisodeAssembler, iter_shard_tables, table_to_chunk
+    from scaled_ql.data.shards import EpisodeAssembler, iter_shard_tables, table_to_chunk
 
     out, _ = exported
     table = pq.read_table(out / "data/Pong/train-00000-of-00002.parquet")

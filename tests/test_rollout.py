@@ -8,7 +8,7 @@ import pytest
 
 from data_prep.rollout import collect_dataset
 from scaled_ql.config import ExperimentConfig, PrepConfig
-from scaled_ql.data.format import CARD_FILE, read_metadata
+from scaled_ql.data.schema import CARD_FILE, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 

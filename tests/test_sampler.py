@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fixtures import SyntheticEpisode, decode_stack, write_synthetic_dataset
 
-from scaled_ql.data.format import DatasetFormatError
+from scaled_ql.data.schema import DatasetFormatError
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 

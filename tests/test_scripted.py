@@ -91,7 +91,7 @@ def test_scripted_policies_beat_random(game):
 
 def test_scripted_prep_writes_the_behaviour_returns_into_the_card(tmp_path):
     from data_prep.rollout import collect_dataset
-    from scaled_ql.data.format import read_metadata
+    from scaled_ql.data.schema import read_metadata
 
     cfg = load_config(None, ["games=[Breakout, Freeway]", "prep.policy=scripted", "prep.epsilon=0.5",
                              "prep.steps_per_game=200", "prep.num_envs=2", "prep.max_episode_steps=60"])
@@ -117,7 +117,7 @@ def test_poor_controllers_lose_to_the_scripted_ones(game):
 
 def test_mixed_prep_plays_a_quarter_of_the_envs_with_the_good_controller_and_records_each_part(tmp_path):
     from data_prep.rollout import collect_dataset
-    from scaled_ql.data.format import read_metadata
+    from scaled_ql.data.schema import read_metadata
     from scaled_ql.data.store import ReplayStore
 
     cfg = load_config(None, ["games=[Freeway]", "prep.policy=mixed", "prep.epsilon=0.0", "prep.good_fraction=0.25",

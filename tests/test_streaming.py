@@ -10,8 +10,9 @@ import pytest
 from fixtures import decode_stack, write_synthetic_dataset
 
 from scaled_ql.data.batch import Batch
-from scaled_ql.data.format import DatasetFormatError
-from scaled_ql.data.parquet import export_parquet, read_parquet_metadata
+from scaled_ql.data.schema import DatasetFormatError
+from scaled_ql.data.parquet import export_parquet
+from scaled_ql.data.shards import read_parquet_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.data.streaming import StreamingSampler, open_hub_games, rank_shards

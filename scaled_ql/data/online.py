@@ -1,7 +1,7 @@
 """Online fine-tuning data: a RAM replay of whole episodes, and batches mixing it with offline data.
 
 :class:`OnlineStore` holds the episodes an :class:`scaled_ql.envs.actor.Actor` plays, in the
-offline row convention (:mod:`scaled_ql.data.format`): an episode of T steps is T + 1 rows,
+offline row convention (:mod:`scaled_ql.data.schema`): an episode of T steps is T + 1 rows,
 row t holding frame t, the action taken there and the raw reward that followed; the last row
 holds the final observation with action 0 and reward 0 and is marked ``terminal`` or
 ``truncated``. It exposes the attributes :class:`~scaled_ql.data.sampler.Sampler` reads from a
@@ -54,7 +54,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from scaled_ql.data.batch import Batch
-from scaled_ql.data.format import canonical_game_name
+from scaled_ql.data.schema import canonical_game_name
 from scaled_ql.data.sampler import Sampler, discounted_returns_to_go
 
 STATE_FILE = "online_store.json"

@@ -18,17 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scaled_ql.data.format import (
-    DatasetFormatError,
-    DatasetMetadata,
-    canonical_game_name,
-    check_episodes,
-    check_values,
-    frame_chunk_offsets,
-    open_arrow_file,
-    read_metadata,
-    verify_checksums as _verify_checksums,
-)
+from scaled_ql.data.schema import DatasetFormatError, DatasetMetadata, canonical_game_name, check_episodes, check_values, frame_chunk_offsets, open_arrow_file, read_metadata, verify_checksums as _verify_checksums
 
 
 class ReplayStore:
@@ -203,7 +193,7 @@ class ReplayStore:
 
     def valid_starts(self, game_id: int) -> np.ndarray:
         """Rows of game ``game_id`` that start a transition (every row but an episode's last and
-        its context rows, those of negative step: see ``scaled_ql.data.format``)."""
+        its context rows, those of negative step: see ``scaled_ql.data.schema``)."""
         return np.flatnonzero((self.game_id == game_id) & ~self.is_last_row & (self.step >= 0))
 
     def frame(self, row: int) -> np.ndarray:

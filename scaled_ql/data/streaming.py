@@ -44,15 +44,8 @@ import numpy as np
 import pyarrow as pa
 
 from scaled_ql.data.batch import Batch
-from scaled_ql.data.format import DatasetFormatError, canonical_game_name
-from scaled_ql.data.parquet import (
-    PARQUET_METADATA_FILE,
-    binary_to_frames,
-    iter_shard_tables,
-    iter_whole_episodes,
-    read_parquet_metadata,
-    shards_of,
-)
+from scaled_ql.data.schema import DatasetFormatError, canonical_game_name
+from scaled_ql.data.shards import PARQUET_METADATA_FILE, binary_to_frames, iter_shard_tables, iter_whole_episodes, read_parquet_metadata, shards_of
 from scaled_ql.data.sampler import Sampler
 
 # A source of one game's rows for one rank: a list of shard readers, each a callable that
@@ -103,7 +96,7 @@ class EpisodeBlock:
         return self.terminal | self.truncated
 
     def valid_starts(self, game_id: int = 0) -> np.ndarray:
-        # Not an episode's last row, nor a context row (negative step; see scaled_ql.data.format).
+        # Not an episode's last row, nor a context row (negative step; see scaled_ql.data.schema).
         return np.flatnonzero(~self.is_last_row & (self.step >= 0)) if game_id == 0 else np.zeros(0, np.int64)
 
     def gather_frames(self, rows: np.ndarray) -> np.ndarray:
@@ -285,7 +278,7 @@ class StreamingSampler:
         streaming=True, split="train")``), each split across ranks by
         ``split_dataset_by_node(..., strategy="shards")`` (a shard = a file of whole episodes).
         Shards are read in the dataset's order every pass; ``frame_shape`` is (H, W) of the frames."""
-        from datasets.distributed import split_dataset_by_node
+        from datasets.distributed import split_dataset_by_node  # heavy (about a second to import): loaded when first needed
 
         sources = {}
         for game, ds in datasets_by_game.items():
@@ -330,6 +323,6 @@ def _local_reader(file: Path, frame_shape) -> ShardReader:
 def open_hub_games(repo_id: str, games: Sequence[str], *, split: str = "train", **load_kwargs: Any) -> dict[str, Any]:
     """``datasets.load_dataset(repo_id, game, split=split, streaming=True)`` for every game (the
     Parquet card has one config per game). Works for a local Parquet folder too."""
-    from datasets import load_dataset
+    from datasets import load_dataset  # heavy (about a second to import): loaded when first needed
 
     return {g: load_dataset(repo_id, g, split=split, streaming=True, **load_kwargs) for g in games}

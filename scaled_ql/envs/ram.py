@@ -37,6 +37,7 @@ import math
 from typing import Any
 
 import numpy as np
+from gymnasium.spaces import Discrete
 from ale_py import Action, ALEInterface, LoggerMode, roms
 
 from scaled_ql.config import EnvConfig
@@ -156,8 +157,6 @@ class RamVectorEnv:
     @property
     def single_action_space(self):
         """``gymnasium.spaces.Discrete`` over the agent's actions, as the vector env has."""
-        from gymnasium.spaces import Discrete
-
         return Discrete(len(self._actions))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

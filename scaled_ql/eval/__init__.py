@@ -38,7 +38,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
+        import importlib  # the lazy names above: ALE and matplotlib load on first use, not with the scores
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'scaled_ql.eval' has no attribute '{name}'")

@@ -17,7 +17,7 @@ DEFAULT_TAGS = ("eval_return/*", "eval_q_start/*", "eval_discounted_return/*", "
 
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """All scalar series of a run: tag -> [(step, value), ...]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # heavy: on first read only
 
     tb = Path(run_dir) / "tb"
     if not tb.is_dir():
@@ -33,8 +33,8 @@ def _match(tag: str, patterns: tuple[str, ...]) -> bool:
 
 def compare_runs(run_dirs: list[str | Path], out: str | Path, tags: tuple[str, ...] = DEFAULT_TAGS) -> dict:
     """Plot the matching tags of every run into ``out`` (PNG); return the series drawn."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib loads on the first plot only
+    from matplotlib.figure import Figure  # (same)
 
     runs = {str(Path(r).name) if Path(r).name else str(r): read_scalars(r) for r in run_dirs}
     shown = sorted({t for series in runs.values() for t in series if _match(t, tags)})

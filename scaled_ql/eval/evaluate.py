@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from scaled_ql.config import EnvConfig, EvalConfig
 from scaled_ql.envs.atari import make_vector_env
+from scaled_ql.eval.plots import plot_normalized_scores
 from scaled_ql.eval.scores import (
     aggregate_mean,
     aggregate_median,
@@ -223,8 +225,6 @@ def evaluate(
     ``discount = (gamma, reward_clip)`` adds each game's discounted returns (see :func:`evaluate_game`).
     With ``out_dir``, writes ``eval.json`` and ``eval.png`` there.
     """
-    from tqdm.auto import tqdm
-
     names = [get_game(g).name for g in games]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate: a game is listed twice in {list(games)}")
@@ -268,8 +268,6 @@ def evaluate(
         },
     }
     if out_dir is not None:
-        from scaled_ql.eval.plots import plot_normalized_scores
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")

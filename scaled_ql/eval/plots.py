@@ -12,8 +12,8 @@ def plot_normalized_scores(results: dict[str, Any], path: str | Path) -> Path:
     ``results`` is what :func:`scaled_ql.eval.evaluate.evaluate` returns. Games without
     reference scores are not drawn; the title names them. Writes ``path`` (PNG) and returns it.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib loads on the first plot only
+    from matplotlib.figure import Figure  # (same)
 
     per_game = results.get("games", {})
     scored = sorted(

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
-from scaled_ql.learning_bench import METHODS_BY_NAME, PEER_METHOD
+from benchmarks.learning_bench import METHODS_BY_NAME, PEER_METHOD
 
 
 def _se(values: list[float]) -> float:
@@ -356,9 +358,6 @@ def _interval(values: list[float]) -> tuple[float, float] | None:
 def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) -> list[str]:
     """Pretrained against scratch per target and mode: final return, and the area under the
     return curve with 95% bootstrap intervals over seeds; one plot with the mean curves."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     t = bench.suite.transfer
     pre = results.get("transfer/pretrain")
     lines = ["## Transfer, the Scaled QL way: does pretraining help a new variant and a new game?", "",
@@ -543,9 +542,6 @@ def _save(fig, path: Path, legend_size: int) -> Path:
 
 
 def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[str]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     suite, games = bench.suite, list(bench.suite.games)
     colors = {m.name: f"C{i}" for i, m in enumerate(suite.methods)}
     lines = ["## Plots", ""]

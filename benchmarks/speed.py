@@ -1,15 +1,38 @@
-"""Benchmarks behind ``scaled-ql bench``; each returns a JSON-able dict (not part of the tests)."""
+"""Speed benchmarks of the two hot loops and the networks (``python -m benchmarks train|sampler|model|
+distributed``); each returns a JSON-able dict (not part of the tests)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate.utils import broadcast_object_list
+from torch.utils.flop_counter import FlopCounterMode
+
+from scaled_ql.config import load_config
+from scaled_ql.data.batch import Batch
+from scaled_ql.data.schema import CollectionInfo, read_metadata
+from scaled_ql.data.writer import write_dataset
+from scaled_ql.data.sampler import Sampler
+from scaled_ql.data.store import ReplayStore
+from scaled_ql.games import get_game
+from scaled_ql.losses.algorithms import make_algorithm
+from scaled_ql.models import BACKBONES, build_model, count_parameters
+from scaled_ql.train.parallel import Distribution, make_accelerator, prepare, shutdown, unwrap
+from scaled_ql.train.step import train_step
+from scaled_ql.train.trainer import build_training_state
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_benchmark_dataset(
@@ -21,9 +44,6 @@ def write_benchmark_dataset(
     seed: int = 0,
 ) -> Path:
     """A synthetic dataset in the real format: noise frames, episodes of 50..1000 steps."""
-    from scaled_ql.data.format import CollectionInfo, write_dataset
-    from scaled_ql.games import get_game
-
     rng = np.random.default_rng(seed)
 
     def chunks() -> Iterator[dict[str, np.ndarray]]:
@@ -53,7 +73,7 @@ def write_benchmark_dataset(
     write_dataset(
         path,
         chunks(),
-        collection=CollectionInfo(source="synthetic benchmark data (noise frames)", policy="random", seed=seed, command="scaled_ql.bench.write_benchmark_dataset"),
+        collection=CollectionInfo(source="synthetic benchmark data (noise frames)", policy="random", seed=seed, command="benchmarks.speed.write_benchmark_dataset"),
         frame_shape=frame_shape,
     )
     return Path(path)
@@ -74,12 +94,6 @@ def bench_sampler(
     ``games`` defaults to every game of the dataset at ``path`` (Pong and Breakout for the
     synthetic one). Returns transitions/s, batches/s and the median batch time.
     """
-    import torch
-
-    from scaled_ql.data.format import read_metadata
-    from scaled_ql.data.sampler import Sampler
-    from scaled_ql.data.store import ReplayStore
-
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = None
@@ -131,10 +145,6 @@ def bench_train(cfg, seconds: float = 10.0, warmup_steps: int = 5, windows: int 
     is excluded (see ``bench_sampler``). Reports the median over ``windows`` equal time windows;
     under several processes only the main one returns the report (the others return None).
     """
-    import torch
-
-    from scaled_ql.train.parallel import make_accelerator, shutdown
-
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     accelerator, cfg, topo = make_accelerator(cfg)
@@ -145,15 +155,6 @@ def bench_train(cfg, seconds: float = 10.0, warmup_steps: int = 5, windows: int 
 
 
 def _bench_train(cfg, accelerator, topo, seconds: float, warmup_steps: int, windows: int) -> dict | None:
-    import torch
-
-    from scaled_ql.data.batch import Batch
-    from scaled_ql.losses.algorithms import make_algorithm
-    from scaled_ql.models import count_parameters
-    from scaled_ql.train.parallel import Distribution, prepare, unwrap
-    from scaled_ql.train.step import train_step
-    from scaled_ql.train.trainer import build_training_state
-
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     model, target, optimizer = build_training_state(cfg, device)
@@ -175,8 +176,6 @@ def _bench_train(cfg, accelerator, topo, seconds: float, warmup_steps: int, wind
     def step() -> None:
         metrics = train_step(model, target, optimizer, batch, algorithm, cfg.train.grad_clip, dist)
         float(metrics["loss/total"])  # host sync, as the training loop does
-
-    from accelerate.utils import broadcast_object_list
 
     start = time.perf_counter()
     for _ in range(warmup_steps):
@@ -243,13 +242,6 @@ def bench_model(
       ``torch.utils.flop_counter`` on the meta device (no computation; convolutions,
       matmuls and attention, 2 FLOPs per multiply-add; norms and activations not counted).
     """
-    import dataclasses
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from scaled_ql.models import BACKBONES, build_model, count_parameters
-
     names = list(BACKBONES) if backbones is None else list(backbones)
     unknown = [n for n in names if n not in BACKBONES]
     if unknown:
@@ -341,24 +333,20 @@ def bench_model(
 def bench_distributed(config: str | Path | None, overrides: Sequence[str] = (), seconds: float = 10.0) -> dict:
     """Throughput of 1 process x 1 thread against 2 processes x 1 thread on this machine.
 
-    Each run is ``torchrun --standalone --nproc_per_node N -m scaled_ql.cli bench train`` with
+    Each run is ``torchrun --standalone --nproc_per_node N -m benchmarks train`` with
     one thread per process and the same per-process batch (``train.batch_size`` of the config;
     the 2-process run has twice the global batch), so the ratio of transitions/s is the weak-
     scaling speed-up; efficiency = speed-up / 2.
     """
-    import json
-    import subprocess
-    import sys
-
-    from scaled_ql.config import load_config
-
     cfg = load_config(config, list(overrides))
     results = {}
     for nproc in (1, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "scaled_ql.cli", "bench", "train", *(["--config", str(config)] if config else []),
+               "-m", "benchmarks", "train", *(["--config", str(config)] if config else []),
                "--seconds", str(seconds), *overrides, "train.threads=1", f"train.batch_size={cfg.train.batch_size * nproc}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        # `-m benchmarks` is found from the checkout's root, wherever this is run from.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"bench distributed: the {nproc}-process run failed:\n{proc.stderr[-3000:]}")
         text = proc.stdout

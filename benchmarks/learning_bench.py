@@ -31,9 +31,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
+from benchmarks.learning_peer import train_d3rlpy_cql
+from data_prep.rollout import collect_dataset
+from data_prep.scripted import evaluate_scripted
 from scaled_ql.config import ExperimentConfig, config_from_dict, load_config
+from scaled_ql.data.schema import METADATA_FILE, read_metadata
+from scaled_ql.data.sampler import Sampler
+from scaled_ql.data.store import ReplayStore
+from scaled_ql.eval.compare import read_scalars
 from scaled_ql.losses.algorithms import ALGORITHMS, Algorithm
+from scaled_ql.models.loading import latest_checkpoint, load_model
+from scaled_ql.train.finetune import finetune_config
+from scaled_ql.train.trainer import pretrain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -374,10 +385,6 @@ class LearningBenchmark:
         return self.config().train.batch_size // len(self.suite.games)
 
     def _data(self, games: list[str], out: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
-        from data_prep.rollout import collect_dataset
-        from data_prep.scripted import evaluate_scripted
-        from scaled_ql.data.format import METADATA_FILE, read_metadata
-
         cfg = self.config(f"games=[{', '.join(games)}]", *overrides)
         if not (out / METADATA_FILE).is_file():
             collect_dataset(cfg, out, progress=self.progress, overwrite=out.exists())
@@ -425,8 +432,6 @@ class LearningBenchmark:
 
                         def run(game=game, data=data, start=start, common=common) -> dict[str, Any]:
                             if start == "pretrained":
-                                from scaled_ql.train.finetune import finetune_config
-
                                 cfg = finetune_config(self.work / "runs" / pre_name, [game], data, overrides=with_heads(common))
                             else:
                                 cfg = self.config(f"games=[{game}]", f"data.path={data}", *common)
@@ -446,8 +451,6 @@ class LearningBenchmark:
                               *PEER_METHOD.overrides, *s.peer)
             if impl == "ours":
                 return self._train(cfg)
-            from scaled_ql.learning_peer import train_d3rlpy_cql
-
             return train_d3rlpy_cql(cfg, cfg.run_dir)
 
         return run
@@ -458,8 +461,6 @@ class LearningBenchmark:
             method = self.methods[s.pretrain_method]
             common = (f"seed={seed}", *method.overrides, *s.finetune)
             if start == "pretrained":
-                from scaled_ql.train.finetune import finetune_config
-
                 # The pretrained run's own config is the base (its model, optimizer, evaluation).
                 init = self.work / "runs" / f"pretrain-{'-'.join(others)}"
                 cfg = finetune_config(init, [s.finetune_game], data, overrides=with_heads((
@@ -471,10 +472,6 @@ class LearningBenchmark:
         return run
 
     def _train(self, cfg: ExperimentConfig) -> dict[str, Any]:
-        from scaled_ql.eval.compare import read_scalars
-        from scaled_ql.train.checkpoint import latest_checkpoint
-        from scaled_ql.train.trainer import pretrain
-
         resume = latest_checkpoint(cfg.run_dir) is not None
         if not resume and cfg.run_dir.exists():  # killed before its first checkpoint: start clean (no stale events)
             shutil.rmtree(cfg.run_dir)
@@ -541,8 +538,6 @@ class LearningBenchmark:
         """A dataset whose job has a result but whose folder is gone (a fresh clone holds the
         results, not the data) is made again, from the same settings and seed, for the jobs that
         still need it; its result file is kept."""
-        from scaled_ql.data.format import METADATA_FILE
-
         folder = Path(json.loads(path.read_text())["path"])
         if (folder / METADATA_FILE).is_file():
             return
@@ -557,8 +552,6 @@ class LearningBenchmark:
         record = json.loads(path.read_text())
         if "policy" in record or "run_dir" not in record:
             return
-        from scaled_ql.train.checkpoint import latest_checkpoint
-
         ckpt = latest_checkpoint(Path(record["run_dir"]))
         if ckpt is None or not ckpt.name.endswith(f"{record['updates']:08d}"):
             log(f"[bench learning] {record['id']}: no policy summary and no final checkpoint in {record['run_dir']} to add it from")
@@ -586,12 +579,6 @@ def greedy_action_summary(checkpoint: str | Path, cfg: ExperimentConfig, states_
     each action (``counts``, index = the game's action), the share of its most frequent action
     (``top_share``: near 1 means it ignores the state) and how often it picks the data's action
     (``agreement``), on ``states_per_game`` states drawn from the training data (seed 0)."""
-    import torch
-
-    from scaled_ql.data.sampler import Sampler
-    from scaled_ql.data.store import ReplayStore
-    from scaled_ql.models.loading import load_model
-
     model, _ = load_model(checkpoint)
     model.eval()
     store = ReplayStore(cfg.data.path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
@@ -636,7 +623,5 @@ def git_commit() -> str:
 
 
 def machine() -> str:
-    import torch
-
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{platform.machine()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"

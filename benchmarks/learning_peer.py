@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from scaled_ql.config import ExperimentConfig
 from scaled_ql.data.store import ReplayStore
+from scaled_ql.eval.evaluate import evaluate
 from scaled_ql.games import get_game
 
 
@@ -40,7 +42,7 @@ def export_mdp_dataset(data_path: str | Path, game: str, frame_stack: int = 4):
     truncated one keeps it, marked as a timeout, so it serves only as the last step's next
     observation (d3rlpy makes no transition from an unterminated episode's last row).
     """
-    import d3rlpy
+    import d3rlpy  # optional, heavy: the peer's own dependency, installed with --no-deps (see the module docstring)
 
     store = ReplayStore(data_path, [game], ignore_extra_games=True)
     rows = np.flatnonzero(store.game_id == 0)
@@ -71,10 +73,7 @@ def train_d3rlpy_cql(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Train d3rlpy's DiscreteCQL on ``cfg``'s single game and dataset with ``cfg``'s network
     size and optimizer, evaluate it every ``train.eval_every`` updates and at the end with our
     evaluator. Returns what a learning-benchmark job records (final evaluation, curves, timing)."""
-    import d3rlpy
-    import torch
-
-    from scaled_ql.eval.evaluate import evaluate
+    import d3rlpy  # optional, heavy: the peer's own dependency, installed with --no-deps (see the module docstring)
 
     if len(cfg.games) != 1:
         raise ValueError(f"d3rlpy peer: one game at a time (DiscreteCQL is single-task); config games {cfg.games}")

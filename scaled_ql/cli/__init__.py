@@ -1,0 +1,65 @@
+"""``scaled-ql``: parse the command line and run one command. One module per command, each with
+``register(subparsers)`` (its arguments) and ``run(args) -> exit status``, as lerobot's scripts.
+
+    scaled-ql prep      --config configs/tiny.yaml [key=value ...]   make a dataset by playing ALE
+    scaled-ql pretrain  --config configs/tiny.yaml [--resume] [key=value ...]
+    scaled-ql finetune  --init runs/tiny --game Pong --data data/pong [key=value ...]
+    scaled-ql evaluate  --checkpoint runs/tiny [--episodes N]
+    scaled-ql bench     train|sampler|model|distributed|parquet|memory|learning   (from a source checkout)
+    scaled-ql data      info|verify|show|export-parquet|import-parquet|push
+    scaled-ql compare | push | info
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scaled_ql.cli import bench, compare, data, evaluate, finetune, info, prep, pretrain, push
+from scaled_ql.cli.common import parse_with_overrides
+from scaled_ql.config import ConfigError
+from scaled_ql.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+
+COMMANDS = {module.__name__.rsplit(".", 1)[1]: module
+            for module in (prep, pretrain, finetune, evaluate, bench, data, compare, push, info)}
+"""Each command's module, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaled-ql", description="Offline multi-game Q-learning on Atari (CQL + DR3).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.register(sub)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; every ``key=value`` word ends up in ``overrides``."""
+    return parse_with_overrides(build_parser(), argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.argv = argv
+    return run_reporting_errors(f"scaled-ql {args.command}", lambda: COMMANDS[args.command].run(args))
+
+
+def run_reporting_errors(prefix: str, command) -> int:
+    """Run ``command()``; an error a user can fix becomes one line on stderr and exit status 2, a
+    signal the interrupted exit status (see ``scaled_ql.train.interrupt``)."""
+    try:
+        return command()
+    except TrainingInterrupted as stop:
+        print(f"{prefix}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        print(f"{prefix}: {stop.args[0] if stop.args else 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be: the path and the cause
+        where = f"'{err.filename}': " if err.filename else ""
+        print(f"{prefix}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
