@@ -10,21 +10,49 @@ from pathlib import Path
 from benchmarks import memory, parquet, speed
 from benchmarks.learning_bench import LearningBenchmark
 from benchmarks.learning_report import write_report
-from scaled_ql.cli import run_reporting_errors
-from scaled_ql.cli.bench import DESCRIPTION, add_arguments
-from scaled_ql.cli.common import parse_with_overrides
+from scaled_ql.cli.common import add_config, int_or_override, parse_with_overrides, run_reporting_errors
 from scaled_ql.config import ExperimentConfig, load_config
 
+WHATS = ("train", "sampler", "model", "distributed", "parquet", "memory", "learning")
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION)
+DESCRIPTION = (
+    "`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; `sampler`: stacked n-step "
+    "transitions/s from a memory-mapped dataset; `model`: parameters, forward+backward time per sample and FLOPs per "
+    "update of every backbone; `distributed`: update throughput of 1 process x 1 thread against 2 processes x 1 thread "
+    "(scaling efficiency); `parquet`: Parquet export, verify, import and streaming rates; `memory`: memory and rate of "
+    "the memory-mapped sampler, cold then warm cache; `learning`: the offline-RL learning benchmark (scripted behaviour "
+    "data, BC / DQN / CQL / CQL+DR3 / IQL, multi- vs single-game, fine-tuning vs scratch), resumable, writing "
+    "docs/RESULTS.md. The benchmarks live in the source checkout's benchmarks/ folder, outside the installed package; "
+    "`python -m benchmarks WHAT ...` runs the same there."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=WHATS, help="which benchmark")
+    add_config(p)
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring time (after warm-up)")
+    p.add_argument("--data", type=Path, default=None, help="sampler: a dataset folder (default: a synthetic one)")
+    p.add_argument("--suite", default="cpu-small", help="learning: the suite (cpu-small, smoke)")
+    p.add_argument("--only", nargs="+", default=(), metavar="PATTERN",
+                   help="learning: run only the jobs whose ids match these shell patterns (and what they need), "
+                   "e.g. 'multi/cql*' 'data/*'")
+    p.add_argument("--seeds", type=int_or_override, nargs="+", default=None, help="learning: seeds (default: the suite's)")
+    p.add_argument("--work", type=Path, default=None, help="learning: datasets and runs (default runs/bench-learning/SUITE)")
+    p.add_argument("--results", type=Path, default=None, help="learning: one JSON per finished job (default docs/results/SUITE)")
+    p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="learning: the report")
+    p.add_argument("--report-only", action="store_true", help="learning: rewrite the report from the results, run nothing")
+    p.add_argument("--list", action="store_true", help="learning: list the jobs and whether each has a result")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     add_arguments(parser)
     args = parse_with_overrides(parser, argv)
-    return run_reporting_errors(f"benchmarks {args.what}", lambda: run(args))
+    return run_reporting_errors(f"{prog} {args.what}", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark ``args.what`` (the arguments of ``scaled_ql.cli.bench.add_arguments``)."""
+    """Run the benchmark ``args.what`` (the arguments of :func:`add_arguments`)."""
     if args.what == "learning":
         learning(args)
         return 0

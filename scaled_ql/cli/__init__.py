@@ -16,9 +16,7 @@ import argparse
 import sys
 
 from scaled_ql.cli import bench, compare, data, evaluate, finetune, info, prep, pretrain, push
-from scaled_ql.cli.common import parse_with_overrides
-from scaled_ql.config import ConfigError
-from scaled_ql.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+from scaled_ql.cli.common import parse_with_overrides, run_reporting_errors
 
 COMMANDS = {module.__name__.rsplit(".", 1)[1]: module
             for module in (prep, pretrain, finetune, evaluate, bench, data, compare, push, info)}
@@ -39,27 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and getattr(COMMANDS.get(words[0]), "main", None) is not None:  # a command with its own parser (bench)
+        return COMMANDS[words[0]].main(words[1:])
     args = parse_args(argv)
     args.argv = argv
     return run_reporting_errors(f"scaled-ql {args.command}", lambda: COMMANDS[args.command].run(args))
-
-
-def run_reporting_errors(prefix: str, command) -> int:
-    """Run ``command()``; an error a user can fix becomes one line on stderr and exit status 2, a
-    signal the interrupted exit status (see ``scaled_ql.train.interrupt``)."""
-    try:
-        return command()
-    except TrainingInterrupted as stop:
-        print(f"{prefix}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt as stop:
-        print(f"{prefix}: {stop.args[0] if stop.args else 'interrupted'}", file=sys.stderr)
-        return 130
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{prefix}: error: {message}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be: the path and the cause
-        where = f"'{err.filename}': " if err.filename else ""
-        print(f"{prefix}: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 2

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from scaled_ql.config import ConfigError
+from scaled_ql.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 
 OVERRIDES_HELP = (
     "config overrides as key.sub=value (YAML values), e.g. train.steps=200 data.path=data/mine; "
@@ -68,3 +72,24 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed (recorded in a dataset's card)."""
     return " ".join(["scaled-ql", *(sys.argv[1:] if args.argv is None else args.argv)])
+
+
+def run_reporting_errors(prefix: str, command: Callable[[], int]) -> int:
+    """Run ``command()``; an error a user can fix becomes one line on stderr and exit status 2, a
+    signal the interrupted exit status (see ``scaled_ql.train.interrupt``)."""
+    try:
+        return command()
+    except TrainingInterrupted as stop:
+        print(f"{prefix}: {stop} (exit status {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        print(f"{prefix}: {stop.args[0] if stop.args else 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be: the path and the cause
+        where = f"'{err.filename}': " if err.filename else ""
+        print(f"{prefix}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
