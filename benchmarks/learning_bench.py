@@ -177,10 +177,9 @@ METHODS_BY_NAME = {m.name: m for m in _METHODS}
 PEER_METHOD = METHODS_BY_NAME["cql"]
 """The method of the reference-implementation comparison: CQL (d3rlpy has no DR3)."""
 
-# Issue 13's levers for learning faster per CPU hour: each changes one setting of CQL + DR3 on
-# Breakout alone at 20,000 updates (evaluated every 4,000, to see when it starts to read the
-# screen), against the same budget and schedule with nothing changed. Tried on seed 0 only; the
-# chosen ones are then checked on the tables' seeds.
+# The levers for learning faster per CPU hour: each changes one setting of CQL + DR3 on Breakout
+# alone at 20,000 updates (evaluated every 4,000), against the same budget and schedule with
+# nothing changed. Why each was tried and what it did: docs/results/cpu-small/NOTES.md.
 _LEVER_BUDGET = ("train.steps=20000", "train.eval_every=4000", "train.checkpoint_every=4000")
 LEVER_PROBES = tuple(
     Probe(f"Breakout-cql_dr3-20k{suffix}", f"CQL + DR3, Breakout alone, 20k updates{label}", "Breakout", "cql_dr3",
@@ -191,12 +190,10 @@ LEVER_PROBES = tuple(
         ("-lr3e-4", ", learning rate 3e-4", ("train.lr=3e-4",), (0, 1, 2, 3)),  # chosen on seed 0, checked on 1-3
         ("-target250", ", target update every 250", ("train.target_update_period=250",), (0,)),
         ("-nstep10", ", 10-step returns", ("data.n_step=10",), (0,)),
-        # Batch 64 at the base's wall time: `scaled-ql bench train` on this machine (Breakout, CQL, 2
-        # threads) ran 46.5 updates/s at batch 16 and 16.7 at batch 64, so 20,000 / 2.78 = 7,200 updates.
+        # Batch 64 at the base's wall time (the measured cost per update: NOTES.md).
         ("-batch64", ", batch 64 at equal wall time", ("train.batch_size=64", "train.steps=7200", "train.eval_every=1440",
                                                        "train.checkpoint_every=1440"), (0,)),
         ("-adameps1e-8", ", Adam epsilon 1e-8", ("train.adam_eps=1e-8",), (0,)),
-        # Added after the single levers: the two that brought the figure forward, together.
         ("-lr3e-4-adameps1e-8", ", learning rate 3e-4 and Adam epsilon 1e-8", ("train.lr=3e-4", "train.adam_eps=1e-8"), (0,)),
     )
 )
@@ -224,23 +221,15 @@ SUITES: dict[str, Suite] = {
         notes="Settings fixed before the first run (no tuning): the tiny demo's network and optimizer, CQL's "
               "alpha = 1.0, DR3 0.03 (Dopamine's offline DR3 agent), IQL's expectile 0.7 and beta 3 (the IQL "
               "paper's locomotion values).",
-        # Added after seeds 1-3 showed state-independent policies on Pong and Breakout: is it the budget?
-        # Tried on seed 0; seeds 1-3 added after seed 0 of BC matched the behaviour policy.
-        # Issue 13: d3rlpy's DiscreteCQL against ours on Breakout alone, 1-step returns (d3rlpy has no
-        # n-step), the lever probes' budget and schedule.
-        # Issue 13's mixed-quality regime, fixed before its first run: the suite's games, a quarter of the
-        # environments (2 of 8) scripted and three quarters poor, both with 10% random actions, 50,000
-        # steps per game as the main data; BC against CQL + DR3 at the lever chosen on seed 0 (learning
-        # rate 3e-4) and the levers' budget of 20,000 updates, which reads Breakout's screen.
+        # The mixed-quality regime: a quarter of the environments (2 of 8) scripted and three quarters
+        # poor, both with 10% random actions; BC against CQL + DR3 at the levers' budget and learning rate.
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.25", "prep.steps_per_game=50000",
                     "prep.num_envs=8", "prep.max_episode_steps=2000"),
         mixed_methods=("bc", "cql_dr3"),
         mixed_common=("train.lr=3e-4", *_LEVER_BUDGET),
-        # Issue 13's transfer experiment (Scaled QL's protocol at CPU scale), fixed before its first run:
-        # pretrain on Breakout + Freeway long enough to read Breakout's screen, then fine-tune to a
-        # held-out variant (Breakout with the harder difficulty: the small paddle) and a held-out game
-        # (Pong), each from a 10,000-step scripted dataset, offline, online with Cal-QL and online with
-        # plain CQL, against scratch; 3 seeds.
+        # The transfer experiment (Scaled QL's protocol at CPU scale): pretrain on Breakout + Freeway, then
+        # fine-tune to a held-out variant (the small paddle) and a held-out game, offline, online with
+        # Cal-QL and online with plain CQL, against scratch.
         transfer=Transfer(
             pretrain_games=("Breakout", "Freeway"),
             pretrain=("train.steps=40000", "train.eval_every=8000", "train.checkpoint_every=8000"),
