@@ -19,6 +19,7 @@ pickled: tensors go to safetensors, everything else to JSON.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -52,8 +53,12 @@ def _fsync_tree(path: Path) -> None:
 
 
 def optimizer_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into flat tensors and JSON-able param groups."""
-    state = optimizer.state_dict()
+    """Split an optimizer's state dict into flat tensors and JSON-able param groups."""
+    return state_dict_to_safetensors(optimizer.state_dict())
+
+
+def state_dict_to_safetensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a torch optimizer state dict (``state``, ``param_groups``) into flat tensors and JSON."""
     tensors = {}
     for index, values in state["state"].items():
         for key, value in values.items():
@@ -98,17 +103,48 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+ZERO_SCALARS = ("dynamic_loss_scale", "overflow", "clip_grad", "zero_stage", "group_paddings", "param_alignment_paddings",
+                "partition_count", "ds_version")
+"""The JSON-able entries of a DeepSpeed ZeRO optimizer's ``state_dict()`` that a checkpoint keeps
+(its loss-scaler object and its universal-checkpoint slice mappings are not kept: the loss scale
+is static here, and a resume uses the same number of processes)."""
+
+
 def _rank_optimizer_state(optimizer: Any, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """This process's part of a sharded optimizer (for ZeRO: the inner Adam state over its flat
-    fp32 partition, and the partition)."""
+    """This process's part of a sharded optimizer, through the optimizer's public ``state_dict()``:
+    FSDP's per-rank state, or a ZeRO partition (the inner Adam state over the flat fp32 partition,
+    the partition itself, and the ZeRO optimizer's scalars)."""
     inner = getattr(optimizer, "optimizer", optimizer)
     if layout == "per_rank":
         return optimizer_to_safetensors(inner)
-    tensors, meta = optimizer_to_safetensors(inner.optimizer)
-    for i, part in enumerate(inner.single_partition_of_fp32_groups):
+    zero = inner.state_dict()
+    tensors, meta = state_dict_to_safetensors(zero["base_optimizer_state"])
+    parts = zero["single_partition_of_fp32_groups"]
+    for i, part in enumerate(parts):
         tensors[f"fp32_partition.{i}"] = part.detach().cpu().contiguous()
-    meta["fp32_partitions"] = len(inner.single_partition_of_fp32_groups)
+    meta["fp32_partitions"] = len(parts)
+    meta["zero"] = {k: _json_value(zero[k]) for k in ZERO_SCALARS if k in zero}
     return tensors, meta
+
+
+def _json_value(value: Any) -> Any:
+    """Enums and tuples of a ZeRO state dict as JSON values."""
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return int(value) if hasattr(value, "value") and isinstance(value.value, int) else value
+
+
+def _zero_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any], rank: int, world_size: int) -> list[dict[str, Any] | None]:
+    """The list of per-rank state dicts a ZeRO optimizer's public ``load_state_dict`` takes, this
+    rank's entry rebuilt from its files. A checkpoint written before the ZeRO scalars were kept
+    holds only the Adam state and the fp32 partition: the rest is the running DeepSpeed's."""
+    parts = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("fp32_partition.")]}
+    zero = dict(meta.get("zero") or {"ds_version": importlib.metadata.version("deepspeed")})
+    zero["base_optimizer_state"] = optimizer_from_safetensors(tensors, meta)
+    zero["single_partition_of_fp32_groups"] = [parts[f"fp32_partition.{i}"] for i in range(len(parts))]
+    states: list[dict[str, Any] | None] = [None] * world_size
+    states[rank] = zero
+    return states
 
 
 def save_checkpoint(
@@ -291,11 +327,9 @@ def load_optimizer(path: Path, loaded: LoadedState, optimizer: Any, rank: int, w
             meta = json.loads((path / "state" / f"optimizer_rank{rank}.json").read_text())
             if loaded.meta.get("optimizer_layout") == "per_rank":
                 inner.load_state_dict(optimizer_from_safetensors(tensors, meta))
-            else:
-                parts = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("fp32_partition.")]}
-                inner.optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
-                for i, part in enumerate(inner.single_partition_of_fp32_groups):
-                    part.data.copy_(parts[f"fp32_partition.{i}"])
+            else:  # ZeRO: its public load, the fp32 master weights from the saved partition (no precision loss)
+                inner.load_state_dict(_zero_state_dict(tensors, meta, rank, world_size), load_optimizer_states=True,
+                                      load_from_fp32_weights=True)
         else:
             inner = getattr(optimizer, "optimizer", optimizer)
             inner.load_state_dict(optimizer_from_safetensors(load_file(path / "state" / "optimizer.safetensors"), loaded.meta["optimizer"]))
