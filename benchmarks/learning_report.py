@@ -20,9 +20,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.learning_bench import METHODS_BY_NAME, PEER_METHOD
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
-from benchmarks.learning_bench import METHODS_BY_NAME, PEER_METHOD
+from scaled_ql.losses.algorithms import BehaviourCloning
 
 
 def _se(values: list[float]) -> float:
@@ -324,15 +325,17 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"| **the data** (all {g['episodes']} episodes) | {_fmt(g['return_mean'])} | ({_fmt(the_data['se_episodes'])}) | | |")
         sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m], game)
                 for m in suite.mixed_methods}
+        # The imitation baseline of the "versus BC" column: the method whose algorithm is behaviour cloning.
+        imitation = next((m for m in suite.mixed_methods if bench.methods[m].algorithm is BehaviourCloning), None)
         for m in suite.mixed_methods:
             sm = sums[m]
             if sm is None:
                 lines.append(f"| {bench.methods[m].label} | not run | | | |")
                 continue
-            bc = sums.get("bc")
+            bc = sums.get(imitation) if imitation is not None else None
             lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(_fmt(x) for x in sm['per_seed'])}) "
                          f"| {_fmt(sm['mean'])} | ({_fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
-                         f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != 'bc' else ''} |")
+                         f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != imitation else ''} |")
         lines.append("")
     return lines
 

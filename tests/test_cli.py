@@ -93,6 +93,15 @@ def test_bench_commands_print_json(capsys):
     assert report["transitions_per_s"] > 0
 
 
+def test_bench_outside_a_checkout_says_where_the_benchmarks_are(tmp_path, capsys, monkeypatch):
+    from scaled_ql.cli import bench
+
+    monkeypatch.setattr(bench, "CHECKOUT", tmp_path)  # an installed wheel: no benchmarks/ beside the package
+    assert main(["bench", "train", "--config", DEBUG]) == 2
+    err = capsys.readouterr().err
+    assert "scaled-ql bench: error:" in err and "benchmarks/" in err and str(tmp_path) in err and "clone the repository" in err
+
+
 def test_prep_converts_dqn_replay_and_trains_on_it(tmp_path, capsys):
     """`scaled-ql prep dqn-replay` on files in the exact Dopamine format, then `pretrain` unchanged."""
     from tests.test_dqn_replay import RUN1, play
