@@ -166,7 +166,7 @@ class BRAC(Algorithm):
         return loss, metrics
 
 
-BRAC.calibrated_variant = BRAC
+BRAC.calibrated_variant = BRAC  # calibrated: its Q-learning part is CalQL (see __init__)
 
 
 class IQL(Algorithm):
