@@ -40,8 +40,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The unit tier: no ALE and no long training (`make test` runs every tier).
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not ale" tests
 
 bench: setup
 	$(PY) -m scaled_ql.cli bench train --config $(CONFIG)

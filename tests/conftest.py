@@ -34,3 +34,10 @@ def debug_run(tmp_path_factory, debug_dataset) -> Path:
 
     tmp = tmp_path_factory.mktemp("debug_run")
     return pretrain(debug_config(tmp, f"data.path={debug_dataset}"), progress=False).run_dir
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that uses the session's ALE dataset or run plays ALE: it is in the ``ale`` tier."""
+    for item in items:
+        if {"debug_dataset", "debug_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ale)

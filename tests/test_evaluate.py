@@ -9,6 +9,8 @@ from scaled_ql.config import EnvConfig, EvalConfig
 from scaled_ql.eval.evaluate import aggregate_scores, evaluate, evaluate_game, format_score_table
 from scaled_ql.games import human_normalized_score
 
+pytestmark = pytest.mark.ale
+
 
 def noop_policy(obs, game_id):
     assert obs.dtype == np.uint8 and obs.shape[1:] == (4, 84, 84)

@@ -14,6 +14,8 @@ from scaled_ql.games import (
     human_normalized_score,
 )
 
+pytestmark = pytest.mark.ale
+
 gym.register_envs(ale_py)
 
 

@@ -11,6 +11,8 @@ import pytest
 from scaled_ql.cli import main
 from benchmarks.learning_bench import SUITES, LearningBenchmark
 
+pytestmark = [pytest.mark.slow, pytest.mark.ale]
+
 
 def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     work, results, out = tmp_path / "work", tmp_path / "results", tmp_path / "docs" / "RESULTS.md"

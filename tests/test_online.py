@@ -13,6 +13,8 @@ from scaled_ql.data.online import OfflineOnlineMix, OnlineStore
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 
+pytestmark = pytest.mark.ale
+
 GAMMA = 0.9
 ONLINE = 50  # online episodes of the tests use fixture indices >= ONLINE, so a frame tells its source
 

@@ -12,7 +12,7 @@ from scaled_ql.data.online import OnlineStore
 from scaled_ql.train.trainer import pretrain
 from tests.conftest import debug_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ale]
 
 ONLINE = ["online.enabled=true", "online.num_envs=2", "online.env_steps_per_update=4", "online.max_episode_steps=30",
           "online.capacity_rows=2000", "online.offline_fraction=0.5", "eval.episodes=0", "train.log_every=5"]

@@ -12,6 +12,8 @@ from scaled_ql.data.schema import CARD_FILE, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 
+pytestmark = pytest.mark.ale
+
 STEPS = 301  # not a multiple of num_envs: env 0 records one step more than env 1
 
 

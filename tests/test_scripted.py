@@ -15,6 +15,8 @@ from scaled_ql.config import ConfigError, EnvConfig, load_config
 from scaled_ql.envs.atari import make_vector_env
 from scaled_ql.envs.ram import RamVectorEnv, area_resize, area_resize_table
 
+pytestmark = pytest.mark.ale
+
 
 @pytest.mark.parametrize("game,steps,max_steps", [("Breakout", 260, 0), ("Freeway", 40, 0), ("Pong", 70, 30)])
 def test_ram_env_frames_rewards_and_ends_equal_the_vector_envs(game, steps, max_steps):

@@ -15,6 +15,8 @@ from scaled_ql.envs.atari import make_vector_env
 from scaled_ql.envs.ram import RamVectorEnv
 from scaled_ql.games import available_modes, get_game, human_normalized_score, variant_name
 
+pytestmark = pytest.mark.ale
+
 DEBUG = str(Path(__file__).resolve().parent.parent / "configs" / "debug.yaml")
 
 
