@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from scaled_ql.data.schema import FORMAT_NAME, METADATA_FILE, DatasetMetadata
 from scaled_ql.data.shards import ALL_CONFIG, DATA_DIR, PARQUET_FORMAT, PARQUET_METADATA_FILE, PARQUET_VERSION, SPLIT
@@ -44,24 +44,23 @@ def _return_text(stats: Mapping[str, Any]) -> str:
 
 
 def render_card(meta: DatasetMetadata) -> str:
-    """The dataset card (README.md) with Hub YAML front matter."""
+    """The dataset card (README.md) of an Arrow dataset folder, as text."""
+    return str(dataset_card(meta))
+
+
+def dataset_card(meta: DatasetMetadata) -> DatasetCard:
+    """The dataset card of an Arrow dataset folder: ``huggingface_hub``'s ``DatasetCard`` with the
+    Hub's metadata (task, tags, the ``default`` config over the Arrow files) and the provenance."""
+    data = DatasetCardData(task_categories=["reinforcement-learning"], tags=["atari", "offline-rl", "scaled_ql"],
+                           pretty_name=f"scaled_ql offline Atari dataset ({', '.join(meta.games)})",
+                           configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data-*.arrow"}]}])
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n" + _card_body(meta))
+
+
+def _card_body(meta: DatasetMetadata) -> str:
     c = meta.collection
     env = c.get("env", {})
     lines = [
-        "---",
-        "task_categories:",
-        "- reinforcement-learning",
-        "tags:",
-        "- atari",
-        "- offline-rl",
-        "- scaled_ql",
-        f"pretty_name: scaled_ql offline Atari dataset ({', '.join(meta.games)})",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        "    path: data-*.arrow",
-        "---",
         "",
         "# Offline Atari dataset (scaled_ql format)",
         "",
@@ -148,22 +147,17 @@ def render_card(meta: DatasetMetadata) -> str:
 def render_parquet_card(meta: DatasetMetadata, parquet_meta: dict[str, Any]) -> str:
     """Dataset card of a Parquet folder: the Arrow card's games table and provenance, with Hub
     ``configs`` (``all`` plus one per game) and the Parquet layout."""
-    source_card = render_card(meta)
-    _, front, body = source_card.split("---\n", 2)
-    front = yaml.safe_load(front)
-    front["configs"] = [
+    source = dataset_card(meta)
+    front, body = source.data, source.text
+    front.configs = [
         {"config_name": ALL_CONFIG, "default": True, "data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/*/{SPLIT}-*.parquet"}]},
         *({"config_name": g, "data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{g}/{SPLIT}-*.parquet"}]} for g in parquet_meta["games"]),
     ]
-    rows = parquet_meta["rows"]
-    front["size_categories"] = [_size_category(rows)]
+    front.size_categories = [_size_category(parquet_meta["rows"])]
     sections = {s.split("\n", 1)[0]: "## " + s for s in body.split("\n## ")[1:]}  # heading -> text
     h, w = parquet_meta["frame_shape"]
     kept = [sections[k] for k in ("Games", "How it was made") if k in sections]
     lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).rstrip(),
-        "---",
         "",
         "# Offline Atari dataset (scaled_ql format, Parquet)",
         "",
@@ -203,7 +197,7 @@ def render_parquet_card(meta: DatasetMetadata, parquet_meta: dict[str, Any]) -> 
         "and is marked `terminal` (game over) or `truncated` (time limit or collection budget: bootstrap from it).",
         "",
     ]
-    return "\n".join(lines)
+    return str(DatasetCard(f"---\n{front.to_yaml()}\n---\n" + "\n".join(lines)))
 
 
 def _size_category(rows: int) -> str:
