@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.dqn_replay import REPORT_FILE, SkippedInputWarning, convert_dqn_replay, read_conversion_report, round_half_up
+from data_prep.conversion import REPORT_FILE, SkippedInputWarning, read_conversion_report, round_half_up
+from data_prep.dqn_replay import convert_dqn_replay
 from scaled_ql.data.schema import CARD_FILE, DatasetFormatError, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore

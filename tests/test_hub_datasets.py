@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from data_prep.dqn_replay import REPORT_FILE, SkippedInputWarning, read_conversion_report
-from data_prep.hub_datasets import convert_hub_dataset, episode_segments, game_of_config, jat_config_name, resolve_configs
+from data_prep.conversion import REPORT_FILE, SkippedInputWarning, read_conversion_report
+from data_prep.hub_datasets import convert_hub_dataset, game_of_config, jat_config_name, resolve_configs
+from data_prep.jat_episodes import episode_segments
 from scaled_ql.data.schema import CARD_FILE, DatasetFormatError, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore

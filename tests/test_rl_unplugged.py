@@ -10,8 +10,9 @@ import random
 import numpy as np
 import pytest
 
-from data_prep.dqn_replay import REPORT_FILE, SkippedInputWarning, read_conversion_report
-from data_prep.rl_unplugged import convert_rl_unplugged, crc32c_many, mask_crc, parse_example, read_tfrecords
+from data_prep.conversion import REPORT_FILE, SkippedInputWarning, read_conversion_report
+from data_prep.rl_unplugged import convert_rl_unplugged
+from data_prep.tfrecord import crc32c_many, mask_crc, parse_example, read_tfrecords
 from scaled_ql.data.schema import DatasetFormatError
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
