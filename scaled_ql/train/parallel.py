@@ -180,6 +180,10 @@ class Distribution:
         kind = self._accelerator.distributed_type if self._accelerator is not None else DistributedType.NO
         return {DistributedType.DEEPSPEED: "zero", DistributedType.FSDP: "per_rank"}.get(kind)
 
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        """Wrap model and optimizer for this distribution (:func:`prepare`); unchanged without an accelerator."""
+        return (model, optimizer) if self._accelerator is None else prepare(self._accelerator, model, optimizer)
+
     def backward(self, loss: torch.Tensor) -> None:
         if self._accelerator is None:
             loss.backward()

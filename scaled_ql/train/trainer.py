@@ -32,7 +32,7 @@ from scaled_ql.train.checkpoint import (LoadedState, check_compatible, check_sam
 from scaled_ql.train.finetune import init_from_pretrained
 from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loop, stop_on_signals, stop_requested
 from scaled_ql.train.online import OnlinePart
-from scaled_ql.train.parallel import Distribution, Topology, make_accelerator, prepare, shutdown, unwrap
+from scaled_ql.train.parallel import Distribution, Topology, make_accelerator, shutdown, unwrap
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step
 
 
@@ -107,7 +107,7 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
     accelerator, cfg, topo = make_accelerator(cfg)
     try:
         with stop_on_signals():  # SIGTERM / SIGINT / SIGUSR1: finish the update, checkpoint, stop
-            return _train(_Run(cfg, Distribution(accelerator), topo, accelerator, resume), progress)
+            return _train(_Run(cfg, Distribution(accelerator), topo, resume), progress)
     finally:
         shutdown(accelerator)
 
@@ -116,7 +116,7 @@ class _Run:
     """Everything the loop works on, built (and resumed) before it starts; what can fail on bad
     input fails here, before any long work."""
 
-    def __init__(self, cfg: ExperimentConfig, dist: Distribution, topo: Topology, accelerator, resume: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, dist: Distribution, topo: Topology, resume: bool) -> None:
         self.cfg, self.dist, self.topo = cfg, dist, topo
         device = dist.device
         torch.manual_seed(cfg.seed)
@@ -146,7 +146,7 @@ class _Run:
             loaded = load_checkpoint(found, cfg, model, self.target, rank=topo.rank)
             check_same_dataset(found, loaded.meta, self.dataset)
             self.step, self.last_ckpt = loaded.step, found
-        self.model, self.optimizer = prepare(accelerator, model, optimizer)
+        self.model, self.optimizer = dist.prepare(model, optimizer)
         self.net: MultiGameQNetwork = unwrap(self.model)
         # The algorithm reads the network's own support buffer (its device and dtype).
         self.algorithm: Algorithm = make_algorithm(cfg, support=self.net.support)
