@@ -205,3 +205,28 @@ def test_training_runs_with_each_algorithm_and_resumes(tmp_path, debug_dataset, 
     assert (saved.policy_head is not None) == (algorithm != "bc")
     again = pretrain(debug_config(tmp_path, *overrides[:2], "train.steps=8", *overrides[3:]), resume=True, progress=False)
     assert again.step == 8
+
+
+@pytest.mark.parametrize("algorithm,calibrated", [(a, False) for a in ALGORITHMS] + [("q_learning", True), ("brac", True)])
+def test_every_algorithm_trains_on_the_passes_and_heads_it_declares(algorithm, calibrated):
+    """A conformance check over the registry: built from a config with the heads it declares, each
+    algorithm runs on exactly the forward passes it declares (the others are None) and its loss
+    reaches the network."""
+    from scaled_ql.losses import make_algorithm
+    from scaled_ql.train.step import compute_loss, forward_passes
+
+    cfg = _algorithm_config(algorithm, "games=[Pong, Breakout]", "model.feature_dim=16", f"loss.calibrated={str(calibrated).lower()}")
+    torch.manual_seed(0)
+    model, target = build_model(cfg), build_model(cfg)
+    algo = make_algorithm(cfg)
+    assert algo.name == ("calql" if calibrated and algorithm == "q_learning" else algorithm)
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    batch = SimpleNamespace(obs=obs, next_obs=obs.flip(0), action=t([0, 1, 2, 1]), reward=t([1.0, 0.0, 0.0, -1.0]),
+                            discount=t([0.99, 0.99, 0.0, 0.99]), game=t([0, 0, 1, 1]), mc_return=t([1.0, 0.5, 0.0, -0.5]))
+    outputs = forward_passes(model, target, batch, algo)
+    for name in ("next_online", "next_target", "target"):
+        assert (getattr(outputs, name) is not None) == getattr(algo.passes, name), name
+    loss, metrics = compute_loss(model, target, batch, algo)
+    assert torch.isfinite(loss) and torch.equal(metrics["loss/total"], loss.detach())
+    loss.backward()
+    assert next(model.backbone.parameters()).grad is not None
