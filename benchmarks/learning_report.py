@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.learning_bench import METHODS_BY_NAME, PEER_METHOD
+from benchmarks.learning_suites import METHODS_BY_NAME, PEER_METHOD
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
 from scaled_ql.losses.algorithms import BehaviourCloning

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from scaled_ql.cli import main
-from benchmarks.learning_bench import SUITES, LearningBenchmark
+from benchmarks.learning_bench import LearningBenchmark
+from benchmarks.learning_suites import SUITES
 
 pytestmark = [pytest.mark.slow, pytest.mark.ale]
 
