@@ -1,7 +1,7 @@
 """``docs/RESULTS.md`` and its plots, written from the results folder of ``scaled-ql bench learning``.
 
 Nothing here runs a job or edits a number: every table cell and every plot comes from the JSON
-files the jobs left (:class:`scaled_ql.learning_bench.LearningBenchmark`). Uncertainty is
+files the jobs left (:class:`benchmarks.learning_bench.LearningBenchmark`). Uncertainty is
 reported two ways: the standard error over seeds (of each seed's mean evaluation return; what
 another seed would change) and the standard error over all evaluation episodes pooled; the IQM of
 human-normalized scores carries a stratified-bootstrap 95% interval over seeds (rliable's

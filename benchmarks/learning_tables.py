@@ -266,7 +266,7 @@ def _peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, 
     suite = bench.suite
     game = suite.single_game
     lines = [f"## A reference implementation on the same data: d3rlpy's DiscreteCQL, {game}", "",
-             f"d3rlpy's `DiscreteCQL` (`scaled_ql/learning_peer.py`) trained on the {game} episodes of the same dataset "
+             f"d3rlpy's `DiscreteCQL` (`benchmarks/learning_peer.py`) trained on the {game} episodes of the same dataset "
              "(exported to its `MDPDataset`, 4-frame stacks by its `FrameStackTransitionPicker`), with the same Nature CNN, "
              "batch, learning rate, Adam epsilon, gradient clipping, target update period, gamma, CQL alpha, reward "
              "clipping and number of updates, evaluated by our evaluator under our protocol; ours is the same CQL run "
