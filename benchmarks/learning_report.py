@@ -21,19 +21,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmarks.learning_tables import (
-    _curve,
-    _curve_text,
-    _draw,
-    _finetune_lines,
-    _fmt,
-    _lever_lines,
-    _mixed_lines,
-    _peer_lines,
-    _policy_cell,
-    _save,
-    _transfer_lines,
-    _value_cell,
+    curve_text,
+    draw_curve,
+    finetune_lines,
+    fmt,
+    lever_lines,
+    mean_curve,
+    mixed_lines,
+    peer_lines,
+    policy_cell,
+    save_figure,
     summarize,
+    transfer_lines,
+    value_cell,
     verdict,
 )
 from scaled_ql.eval.scores import iqm, stratified_bootstrap_ci
@@ -88,16 +88,16 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         b = behaviour.get(game)
         lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
         if b:
-            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {_fmt(b['mean'])} +/- {_fmt(b['std'] / math.sqrt(b['episodes']))} "
-                         f"| | {b['episodes']} episodes | {_fmt(b['human_normalized'], 3)} | |")
+            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(b['std'] / math.sqrt(b['episodes']))} "
+                         f"| | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} | |")
         for m in suite.methods:
             sm = summarize(by_method[m.name], game)
             if sm is None:
                 lines.append(f"| {m.label} | not run | | | | |")
                 continue
             summaries[f"{m.name}/{game}"] = sm
-            lines.append(f"| {m.label} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) | {sm['seeds']} "
-                         f"| {_fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
+            lines.append(f"| {m.label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) | {sm['seeds']} "
+                         f"| {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
         if game == suite.single_game:
             for name in suite.single_methods:
                 runs = [r for r in results.values() if r["kind"] == "single" and r["method"] == name]
@@ -106,8 +106,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
                 if sm is None:
                     lines.append(f"| {label} | not run | | | | |")
                 else:
-                    lines.append(f"| {label} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) "
-                                 f"| {sm['seeds']} | {_fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
+                    lines.append(f"| {label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) "
+                                 f"| {sm['seeds']} | {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
         lines.append("")
 
     lines += ["## Aggregate over games", "", "IQM of human-normalized scores over (seed, game) pairs, with a stratified-bootstrap "
@@ -121,22 +121,22 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         lo, hi = stratified_bootstrap_ci(matrix, iqm, reps=2000, seed=0)
         wins = [g for g in games if f"{m.name}/{g}" in summaries and g in behaviour
                 and verdict(summaries[f"{m.name}/{g}"], behaviour[g]) == "**better**"]
-        lines.append(f"| {m.label} | {_fmt(float(iqm(matrix)), 3)} | [{_fmt(lo, 3)}, {_fmt(hi, 3)}] | {_fmt(float(matrix.mean()), 3)} "
+        lines.append(f"| {m.label} | {fmt(float(iqm(matrix)), 3)} | [{fmt(lo, 3)}, {fmt(hi, 3)}] | {fmt(float(matrix.mean()), 3)} "
                      f"| {', '.join(wins) or 'none'} ({len(wins)} of {len(games)}) |")
     if behaviour:
         bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
-        lines.append(f"| behaviour | {_fmt(float(iqm(bm)), 3)} | | {_fmt(float(bm.mean()), 3)} | |")
+        lines.append(f"| behaviour | {fmt(float(iqm(bm)), 3)} | | {fmt(float(bm.mean()), 3)} | |")
 
     lines += ["", *_policy_lines(suite, games, by_method), ""]
-    lines += ["", *_finetune_lines(bench, results), ""]
+    lines += ["", *finetune_lines(bench, results), ""]
     if suite.mixed_data:
-        lines += [*_mixed_lines(bench, results), ""]
+        lines += [*mixed_lines(bench, results), ""]
     if suite.transfer is not None:
-        lines += [*_transfer_lines(bench, results, plots, rel), ""]
+        lines += [*transfer_lines(bench, results, plots, rel), ""]
     if suite.peer:
-        lines += [*_peer_lines(bench, results, behaviour), ""]
+        lines += [*peer_lines(bench, results, behaviour), ""]
     if any(p.group for p in suite.probes):
-        lines += [*_lever_lines(bench, results, behaviour), ""]
+        lines += [*lever_lines(bench, results, behaviour), ""]
     if any(not p.group for p in suite.probes):
         lines += [*_probe_lines(bench, results, behaviour), ""]
     lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
@@ -232,9 +232,9 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
                 continue
             b = behaviour.get(p.game)
             se = sm["se_seeds"] if sm["seeds"] > 1 else sm["se_episodes"]
-            lines.append(f"| {label} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(se)} | ({_fmt(sm['se_episodes'])}) "
-                         f"| {verdict(sm, b) if b else 'n/a'} | {_curve_text(runs, p.game) or 'n/a'} | {_value_cell(sm)} "
-                         f"| {_policy_cell(runs, p.game)} |")
+            lines.append(f"| {label} | {runs[0]['updates']:,} | {fmt(sm['mean'])} +/- {fmt(se)} | ({fmt(sm['se_episodes'])}) "
+                         f"| {verdict(sm, b) if b else 'n/a'} | {curve_text(runs, p.game) or 'n/a'} | {value_cell(sm)} "
+                         f"| {policy_cell(runs, p.game)} |")
     return lines
 
 
@@ -248,13 +248,13 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     for i, game in enumerate(games):
         ax = fig.add_subplot(1, len(games), i + 1)
         for m in suite.methods:
-            _draw(ax, _curve(by_method[m.name], f"eval_return/{game}"), colors[m.name], m.label)
+            draw_curve(ax, mean_curve(by_method[m.name], f"eval_return/{game}"), colors[m.name], m.label)
         if game in behaviour:
             ax.axhline(behaviour[game]["mean"], color="k", linestyle=":", label="behaviour")
         ax.set_title(game)
         ax.set_xlabel("update")
         ax.set_ylabel("evaluation return")
-    path = _save(fig, plots / "curves.png", legend_size=7)
+    path = save_figure(fig, plots / "curves.png", legend_size=7)
     lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).", "",
               f"![learning curves]({rel(path)})", ""]
 
@@ -265,8 +265,8 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         for m in suite.methods:
             if not m.values:
                 continue
-            q = _curve(by_method[m.name], f"eval_q_start/{game}")
-            g = _curve(by_method[m.name], f"eval_discounted_return/{game}")
+            q = mean_curve(by_method[m.name], f"eval_q_start/{game}")
+            g = mean_curve(by_method[m.name], f"eval_discounted_return/{game}")
             if q is not None:
                 ax.plot(q[0], q[1], color=colors[m.name], label=f"{m.label}: thinks")
             if g is not None:
@@ -277,7 +277,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         ax.set_title(game)
         ax.set_xlabel("update")
         ax.set_ylabel("discounted return of clipped rewards")
-    path = _save(fig, plots / "values.png", legend_size=6)
+    path = save_figure(fig, plots / "values.png", legend_size=6)
     lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
               "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
               "rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
@@ -288,11 +288,11 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, start in enumerate(("pretrained", "scratch")):
-        _draw(ax, _curve([r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start],
+        draw_curve(ax, mean_curve([r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start],
                          f"eval_return/{game}"), f"C{i}", start)
     ax.set_title(f"fine-tuning on {game}")
     ax.set_xlabel("update")
     ax.set_ylabel("evaluation return")
-    path = _save(fig, plots / "finetune.png", legend_size=7)
+    path = save_figure(fig, plots / "finetune.png", legend_size=7)
     lines += [f"Fine-tuning on {game}: pretrained against scratch, mean over seeds +/- SE.", "", f"![fine-tuning]({rel(path)})"]
     return lines

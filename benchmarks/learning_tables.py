@@ -25,7 +25,7 @@ def _se(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
+def fmt(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -59,19 +59,19 @@ def verdict(method: dict[str, Any], behaviour: dict[str, Any]) -> str:
     return compare(method, {"mean": behaviour["mean"], "se_seeds": float("nan"), "se_episodes": se})
 
 
-def _curve_text(runs: list[dict[str, Any]], game: str) -> str:
+def curve_text(runs: list[dict[str, Any]], game: str) -> str:
     """The mean evaluation return at each evaluation, e.g. ``4k: 1.4, 8k: 3.6`` ('' when none)."""
-    curve = _curve(runs, f"eval_return/{game}")
+    curve = mean_curve(runs, f"eval_return/{game}")
     return ", ".join(f"{step / 1000:g}k: {ret:.1f}" for step, ret in zip(*curve[:2])) if curve else ""
 
 
-def _policy_cell(runs: list[dict[str, Any]], game: str) -> str:
+def policy_cell(runs: list[dict[str, Any]], game: str) -> str:
     """Top action share (agreement with the data's action), mean over the runs that recorded it."""
     pol = [r["policy"][game] for r in runs if "policy" in r]
     return f"{np.mean([x['top_share'] for x in pol]):.2f} ({np.mean([x['agreement'] for x in pol]):.2f})" if pol else "n/a"
 
 
-def _value_cell(sm: dict[str, Any]) -> str:
+def value_cell(sm: dict[str, Any]) -> str:
     """Start value the network believes / the discounted return it gets, means over seeds."""
     thinks = [q for q in sm["q_start"] if q is not None]
     return f"{np.mean(thinks):.2f} / {np.mean([d for d in sm['discounted'] if d is not None]):.2f}" if thinks else "n/a"
@@ -80,10 +80,10 @@ def _value_cell(sm: dict[str, Any]) -> str:
 def _speed_cell(runs: list[dict[str, Any]]) -> str:
     """Median training updates/s over the runs that recorded it."""
     speed = [r["updates_per_s"] for r in runs if r.get("updates_per_s")]
-    return _fmt(float(np.median(speed))) if speed else "n/a"
+    return fmt(float(np.median(speed))) if speed else "n/a"
 
 
-def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+def mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
     """The mixed-quality regime: each part of the behaviour alone, the data, and the methods
     against the data and against behaviour cloning."""
     suite = bench.suite
@@ -109,17 +109,17 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
         for kind, label in (("scripted", "scripted controller alone"), ("poor", "poor controller alone")):
             b = parts.get(game, {}).get(kind)
             if b:
-                lines.append(f"| {label} (epsilon {b['epsilon']}, {b['episodes']} evaluation episodes) | {_fmt(b['mean'])} "
-                             f"| ({_fmt(b['std'] / math.sqrt(b['episodes']))}) | | |")
+                lines.append(f"| {label} (epsilon {b['epsilon']}, {b['episodes']} evaluation episodes) | {fmt(b['mean'])} "
+                             f"| ({fmt(b['std'] / math.sqrt(b['episodes']))}) | | |")
         for kind in ("scripted", "poor"):
             e = ep.get(kind, {})
             if e.get("episodes"):
                 lines.append(f"| the data's {kind} part ({e['envs']} of {data['collection']['num_envs']} environments, "
-                             f"{e['episodes']} episodes) | {_fmt(e['return_mean'])} | ({_fmt(e['return_std'] / math.sqrt(e['episodes']))}) | | |")
+                             f"{e['episodes']} episodes) | {fmt(e['return_mean'])} | ({fmt(e['return_std'] / math.sqrt(e['episodes']))}) | | |")
         if "return_mean" not in g:
             continue
         the_data = {"mean": g["return_mean"], "se_seeds": float("nan"), "se_episodes": g["return_std"] / math.sqrt(g["episodes"])}
-        lines.append(f"| **the data** (all {g['episodes']} episodes) | {_fmt(g['return_mean'])} | ({_fmt(the_data['se_episodes'])}) | | |")
+        lines.append(f"| **the data** (all {g['episodes']} episodes) | {fmt(g['return_mean'])} | ({fmt(the_data['se_episodes'])}) | | |")
         sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m], game)
                 for m in suite.mixed_methods}
         # The imitation baseline of the "versus BC" column: the method whose algorithm is behaviour cloning.
@@ -130,8 +130,8 @@ def _mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
                 lines.append(f"| {bench.methods[m].label} | not run | | | |")
                 continue
             bc = sums.get(imitation) if imitation is not None else None
-            lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(_fmt(x) for x in sm['per_seed'])}) "
-                         f"| {_fmt(sm['mean'])} | ({_fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
+            lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])}) "
+                         f"| {fmt(sm['mean'])} | ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
                          f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != imitation else ''} |")
         lines.append("")
     return lines
@@ -155,7 +155,7 @@ def _interval(values: list[float]) -> tuple[float, float] | None:
     return stratified_bootstrap_ci(np.array(values)[:, None], lambda x: np.mean(x, axis=(-2, -1)), reps=2000, seed=0)
 
 
-def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) -> list[str]:
+def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) -> list[str]:
     """Pretrained against scratch per target and mode: final return, and the area under the
     return curve with 95% bootstrap intervals over seeds; one plot with the mean curves."""
     t = bench.suite.transfer
@@ -163,7 +163,7 @@ def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel)
     lines = ["## Transfer, the Scaled QL way: does pretraining help a new variant and a new game?", "",
              f"A {METHODS_BY_NAME[t.method].label} network pretrained on "
              f"{', '.join(t.pretrain_games)} (`{' '.join(t.pretrain)}`, seed {t.seeds[0]}"
-             + ("; its final returns: " + ", ".join(f"{g} {_fmt(v['mean'])}" for g, v in pre["final"].items()) if pre else "; not run yet")
+             + ("; its final returns: " + ", ".join(f"{g} {fmt(v['mean'])}" for g, v in pre["final"].items()) if pre else "; not run yet")
              + f") is fine-tuned to each target from a small dataset of it (`{' '.join(t.target_data)}`), offline and online, "
              f"against the same network trained from scratch on the same data and budget (`{' '.join(t.finetune)}`), seeds "
              f"{', '.join(map(str, t.seeds))}. AUC: the evaluation return averaged over fine-tuning (area under the curve "
@@ -188,9 +188,9 @@ def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel)
                     lines.append(f"| {label} ({game}) | {mode_label} | {start} | not run | | |")
                     continue
                 ci = cis[start]
-                auc = f"{_fmt(float(np.mean(aucs[start])))}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
-                lines.append(f"| {label} ({game}) | {mode_label} | {start} | {_fmt(sm['mean'])} "
-                             f"({', '.join(_fmt(x) for x in sm['per_seed'])}) | {auc} | {apart if start == 'pretrained' else ''} |")
+                auc = f"{fmt(float(np.mean(aucs[start])))}" + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+                lines.append(f"| {label} ({game}) | {mode_label} | {start} | {fmt(sm['mean'])} "
+                             f"({', '.join(fmt(x) for x in sm['per_seed'])}) | {auc} | {apart if start == 'pretrained' else ''} |")
             panels.append((f"{game}, {mode_label}", game, runs))
     if any(rs for _, _, runs in panels for rs in runs.values()):
         fig = Figure(figsize=(3.6 * len(t.modes), 3.0 * len(t.targets)), layout="constrained")
@@ -198,7 +198,7 @@ def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel)
         for i, (title, game, runs) in enumerate(panels):
             ax = fig.add_subplot(len(t.targets), len(t.modes), i + 1)
             for start, color in (("pretrained", "C0"), ("scratch", "C1")):
-                curve = _curve(runs[start], f"eval_return/{game}")
+                curve = mean_curve(runs[start], f"eval_return/{game}")
                 if curve is not None:  # a 95% band: 1.96 standard errors over seeds
                     steps, mean, se = curve
                     ax.plot(steps, mean, color=color, label=start)
@@ -206,7 +206,7 @@ def _transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel)
             ax.set_title(title, fontsize=8)
             ax.set_xlabel("fine-tuning updates", fontsize=7)
             ax.set_ylabel("return", fontsize=7)
-        path = _save(fig, plots / "transfer.png", legend_size=7)
+        path = save_figure(fig, plots / "transfer.png", legend_size=7)
         lines += ["", "Return during fine-tuning, mean over seeds with a band of +/- 1.96 standard errors.", "",
                   f"![transfer]({rel(path)})"]
     return lines
@@ -217,7 +217,7 @@ def reads_screen_at(curve: list[list[float]], target: float) -> int | None:
     return next((int(step) for step, ret in curve if ret >= target), None)
 
 
-def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+def lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
     """Each group of lever probes in one table: the base run of the group first, then one row per
     change, on the seed the levers were tried on (and the others where checked)."""
     lines = []
@@ -232,7 +232,7 @@ def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
         lines += [f"## Learning faster per CPU hour: the {name}", "",
                   f"Each row changes one setting of the first row ({probes[0].label}, `{' '.join(probes[0].overrides)}`), "
                   f"tried on seed {probes[0].seeds[0]}, which the tables do not use. *Reads the screen at*: the first "
-                  f"evaluation whose return reaches half the behaviour policy's ({_fmt(half)} of {_fmt(b['mean']) if b else 'n/a'}); "
+                  f"evaluation whose return reaches half the behaviour policy's ({fmt(half)} of {fmt(b['mean']) if b else 'n/a'}); "
                   "before that the greedy policy takes nearly one action everywhere. Minutes: the job's wall time "
                   "(training and evaluations) on this machine, which other work shared at times.", "",
                   "| change | seeds | return at each evaluation (mean over seeds) | reads the screen at | final return | "
@@ -250,18 +250,18 @@ def _lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
             if sm is None:
                 lines.append(f"| {change} | | not run | | | | | | |")
                 continue
-            curve = _curve(runs, f"eval_return/{game}")
+            curve = mean_curve(runs, f"eval_return/{game}")
             points = [[s, r] for s, r in zip(*curve[:2])] if curve else []
             at = reads_screen_at(points, half) if half is not None else None
-            lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} | {_curve_text(runs, game) or 'n/a'} "
-                         f"| {f'{at:,}' if at is not None else 'not within the run'} | {_fmt(sm['mean'])} "
-                         f"| {_policy_cell(runs, game)} | {_value_cell(sm)} "
+            lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} | {curve_text(runs, game) or 'n/a'} "
+                         f"| {f'{at:,}' if at is not None else 'not within the run'} | {fmt(sm['mean'])} "
+                         f"| {policy_cell(runs, game)} | {value_cell(sm)} "
                          f"| {np.mean([r['wall_s'] for r in runs]) / 60:.0f} | {_speed_cell(runs)} |")
         lines.append("")
     return lines
 
 
-def _peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
     """d3rlpy's DiscreteCQL against ours on the same data, network, optimizer and budget."""
     suite = bench.suite
     game = suite.single_game
@@ -282,13 +282,13 @@ def _peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, 
             continue
         b = behaviour.get(game)
         version = next((r["peer"]["version"] for r in runs if "peer" in r), "")
-        lines.append(f"| {label}{f' {version}' if version else ''} | {runs[0]['updates']:,} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} "
-                     f"| ({_fmt(sm['se_episodes'])}) | {', '.join(_fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
-                     f"| {_curve_text(runs, game) or 'n/a'} | {_speed_cell(runs)} |")
+        lines.append(f"| {label}{f' {version}' if version else ''} | {runs[0]['updates']:,} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} "
+                     f"| ({fmt(sm['se_episodes'])}) | {', '.join(fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
+                     f"| {curve_text(runs, game) or 'n/a'} | {_speed_cell(runs)} |")
     return lines
 
 
-def _finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+def finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
     suite = bench.suite
     game = suite.finetune_game
     others = [g for g in suite.games if g != game]
@@ -300,19 +300,19 @@ def _finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
     small = results.get(f"data/finetune-{game}")
     if small and game in small.get("behaviour", {}):
         b = small["behaviour"][game]
-        lines.append(f"| behaviour (the small dataset's policy) | {_fmt(b['mean'])} | | {b['episodes']} episodes | {_fmt(b['human_normalized'], 3)} |")
+        lines.append(f"| behaviour (the small dataset's policy) | {fmt(b['mean'])} | | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} |")
     for start in ("pretrained", "scratch"):
         runs = [r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start]
         sm = summarize(runs, game)
         if sm is None:
             lines.append(f"| {start} | not run | | | |")
         else:
-            lines.append(f"| {start} | {_fmt(sm['mean'])} +/- {_fmt(sm['se_seeds'])} | ({_fmt(sm['se_episodes'])}) "
-                         f"| {', '.join(_fmt(x) for x in sm['per_seed'])} | {_fmt(sm['hns'], 3)} |")
+            lines.append(f"| {start} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) "
+                         f"| {', '.join(fmt(x) for x in sm['per_seed'])} | {fmt(sm['hns'], 3)} |")
     return lines
 
 
-def _curve(records: list[dict[str, Any]], tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def mean_curve(records: list[dict[str, Any]], tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Mean and standard error over runs of a logged series, on the steps all runs share."""
     series = [dict(map(tuple, r["curves"][tag])) for r in records if tag in r.get("curves", {})]
     if not series:
@@ -325,7 +325,7 @@ def _curve(records: list[dict[str, Any]], tag: str) -> tuple[np.ndarray, np.ndar
     return np.array(steps), values.mean(0), se
 
 
-def _draw(ax, curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None, color: str, label: str) -> None:
+def draw_curve(ax, curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None, color: str, label: str) -> None:
     """A mean curve with its +/- SE band (nothing when no run logged it)."""
     if curve is not None:
         steps, mean, se = curve
@@ -333,7 +333,7 @@ def _draw(ax, curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None, color: st
         ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.15)
 
 
-def _save(fig, path: Path, legend_size: int) -> Path:
+def save_figure(fig, path: Path, legend_size: int) -> Path:
     """Legend on the first panel (when something was drawn), then the PNG."""
     if fig.axes[0].get_legend_handles_labels()[0]:
         fig.axes[0].legend(fontsize=legend_size)

@@ -167,6 +167,18 @@ def canonical_game_name(name: str, where: str) -> str:
         raise DatasetFormatError(f"{where}: {err.args[0] if err.args else f'unknown game {name!r}'}") from None
 
 
+def read_format_json(meta_path: Path, format_name: str, label: str = "") -> dict[str, Any]:
+    """A metadata JSON file that must be an object with ``"format": format_name``; a named
+    :class:`DatasetFormatError` otherwise (``label`` prefixes the path in messages)."""
+    try:
+        raw = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(f"{label}'{meta_path}' is not valid JSON: {err}") from None
+    if not isinstance(raw, dict) or raw.get("format") != format_name:
+        raise DatasetFormatError(f"{label}'{meta_path}': expected \"format\": \"{format_name}\", found {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    return raw
+
+
 def read_metadata(path: str | Path) -> DatasetMetadata:
     """Read and check ``scaled_ql_dataset.json`` of the dataset folder ``path``.
 
@@ -182,12 +194,7 @@ def read_metadata(path: str | Path) -> DatasetMetadata:
         raise DatasetFormatError(
             f"dataset folder '{path}' has no '{METADATA_FILE}': not a scaled_ql dataset (write one with scaled-ql prep)"
         )
-    try:
-        raw = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(f"dataset metadata '{meta_path}' is not valid JSON: {err}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        raise DatasetFormatError(f"dataset metadata '{meta_path}': expected \"format\": \"{FORMAT_NAME}\", found {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    raw = read_format_json(meta_path, FORMAT_NAME, "dataset metadata ")
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetFormatError(f"dataset metadata '{meta_path}': format_version {version!r} is not supported (this scaled_ql reads version {FORMAT_VERSION})")

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaled_ql.data.schema import (COLUMNS, METADATA_FILE, DatasetFormatError, canonical_game_name, check_episodes, check_values,
+from scaled_ql.data.schema import (COLUMNS, METADATA_FILE, DatasetFormatError, canonical_game_name, read_format_json, check_episodes, check_values,
                                    dataset_features)
 
 PARQUET_FORMAT = "scaled_ql_parquet"
@@ -201,12 +201,7 @@ def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
     if not meta_path.is_file():
         hint = " (it is an Arrow dataset folder: export it with scaled-ql data export-parquet)" if (parquet_dir / METADATA_FILE).is_file() else ""
         raise DatasetFormatError(f"folder '{parquet_dir}' has no '{PARQUET_METADATA_FILE}': not a scaled_ql Parquet folder{hint}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(f"'{meta_path}' is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != PARQUET_FORMAT:
-        raise DatasetFormatError(f"'{meta_path}': expected \"format\": \"{PARQUET_FORMAT}\", found {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    meta = read_format_json(meta_path, PARQUET_FORMAT)
     if meta.get("format_version") != PARQUET_VERSION:
         raise DatasetFormatError(f"'{meta_path}': format_version {meta.get('format_version')!r} is not supported (this scaled_ql reads version {PARQUET_VERSION})")
     for key in ("frame_shape", "games", "files"):

@@ -7,6 +7,7 @@ from torch import nn
 
 from scaled_ql.data.batch import TorchBatch
 from scaled_ql.losses.algorithms import Algorithm, NetworkOutputs
+from scaled_ql.losses.td import gather_actions
 from scaled_ql.losses.total import per_game_q
 from scaled_ql.train.parallel import LOCAL, Distribution, unwrap
 
@@ -30,7 +31,7 @@ def compute_loss(model: nn.Module, target: nn.Module, batch: TorchBatch, algorit
     """Forward passes and the loss of ``batch`` (the update step without its backward)."""
     outputs = forward_passes(model, target, batch, algorithm)
     loss, metrics = algorithm(outputs, batch)
-    q_data = outputs.out.q.detach().gather(1, batch.action[:, None]).squeeze(1)
+    q_data = gather_actions(outputs.out.q.detach(), batch.action)
     metrics["q/data_per_game"] = per_game_q(q_data, batch.game, len(unwrap(model).games))
     return loss, metrics
 
