@@ -13,8 +13,9 @@ The suite is a list of jobs with ids such as ``data/main``, ``multi/cql_dr3/seed
 (its evaluation, its learning curves, wall time, the commit); a job whose file exists is not run
 again, so the suite is resumable and runs in pieces (``--only 'multi/*'``). Training runs and
 datasets live in the work folder; a run interrupted midway resumes from its last checkpoint.
-``docs/RESULTS.md`` and its plots are written from the results folder alone (``--report-only``
-rewrites them without running anything).
+``docs/RESULTS.md``, its plots and ``docs/RESULTS.json`` (every table's numbers, unformatted, for
+programs and tests) are written from the results folder alone (``--report-only`` rewrites them
+without running anything).
 """
 
 from __future__ import annotations

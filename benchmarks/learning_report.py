@@ -10,6 +10,7 @@ definition, ``scaled_ql.eval.scores``).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -42,7 +43,8 @@ from scaled_ql.games import human_normalized_score
 
 def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) -> Path:
     """Write the report of ``bench`` (a ``LearningBenchmark``) to ``out`` and its PNGs to
-    ``plots_dir`` (default: the results folder), linked relative to ``out``."""
+    ``plots_dir`` (default: the results folder), linked relative to ``out``; the numbers of every
+    table, unformatted, go beside it as JSON (``out`` with the suffix ``.json``, see :func:`summary_path`)."""
     suite, results = bench.suite, bench.load_results()
     out = Path(out)
     plots = Path(plots_dir) if plots_dir is not None else bench.results
@@ -59,12 +61,15 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     walls = [r.get("wall_s", 0.0) for r in results.values()]
     commits = sorted({r.get("commit", "unknown") for r in results.values()})
     machines = sorted({r.get("machine", "?") for r in results.values()})
+    summary: dict[str, Any] = {"suite": suite.name, "jobs": {"finished": len(results), "total": len(bench.jobs), "missing": missing},
+                               "commits": commits, "returns": {}, "aggregate": {}}
 
     lines = [
         f"# Learning results: suite `{suite.name}`",
         "",
         f"Produced by `scaled-ql bench learning --suite {suite.name}` from the job results in "
-        f"`{rel(bench.results)}/`; do not edit by hand (rerun with `--report-only`).",
+        f"`{rel(bench.results)}/`; do not edit by hand (rerun with `--report-only`). The numbers of every table, "
+        f"unformatted, are in `{summary_path(out).name}` beside this file.",
         "",
         f"- Written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; jobs finished: {len(results)} of {len(bench.jobs)}"
         + (f" (missing: {', '.join(missing)})" if missing else ""),
@@ -86,22 +91,24 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     summaries: dict[str, dict[str, Any]] = {}
     for game in games:
         b = behaviour.get(game)
+        table = summary["returns"][game] = {"behaviour": b}
         lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
         if b:
             lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(b['std'] / math.sqrt(b['episodes']))} "
                          f"| | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} | |")
         for m in suite.methods:
-            sm = summarize(by_method[m.name], game)
+            sm = table[m.name] = summarize(by_method[m.name], game)
             if sm is None:
                 lines.append(f"| {m.label} | not run | | | | |")
                 continue
+            sm["versus_behaviour"] = verdict(sm, b).strip("*") if b else None
             summaries[f"{m.name}/{game}"] = sm
             lines.append(f"| {m.label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) | {sm['seeds']} "
                          f"| {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
         if game == suite.single_game:
             for name in suite.single_methods:
                 runs = [r for r in results.values() if r["kind"] == "single" and r["method"] == name]
-                sm = summarize(runs, game)
+                sm = table[f"{name}/single-game"] = summarize(runs, game)
                 label = f"{bench.methods[name].label}, single-game run"
                 if sm is None:
                     lines.append(f"| {label} | not run | | | | |")
@@ -116,37 +123,59 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     for m in suite.methods:
         matrix = _hns_matrix(by_method[m.name], games)
         if matrix is None:
+            summary["aggregate"][m.name] = None
             lines.append(f"| {m.label} | not run | | | |")
             continue
         lo, hi = stratified_bootstrap_ci(matrix, iqm, reps=2000, seed=0)
         wins = [g for g in games if f"{m.name}/{g}" in summaries and g in behaviour
                 and verdict(summaries[f"{m.name}/{g}"], behaviour[g]) == "**better**"]
+        summary["aggregate"][m.name] = {"iqm_hns": float(iqm(matrix)), "ci": [lo, hi], "mean_hns": float(matrix.mean()),
+                                        "beats_behaviour_on": wins}
         lines.append(f"| {m.label} | {fmt(float(iqm(matrix)), 3)} | [{fmt(lo, 3)}, {fmt(hi, 3)}] | {fmt(float(matrix.mean()), 3)} "
                      f"| {', '.join(wins) or 'none'} ({len(wins)} of {len(games)}) |")
     if behaviour:
         bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
         lines.append(f"| behaviour | {fmt(float(iqm(bm)), 3)} | | {fmt(float(bm.mean()), 3)} | |")
 
-    lines += ["", *_policy_lines(suite, games, by_method), ""]
-    lines += ["", *finetune_lines(bench, results), ""]
+    lines += ["", *_policy_lines(suite, games, by_method, summary), ""]
+    lines += ["", *finetune_lines(bench, results, summary), ""]
     if suite.mixed_data:
-        lines += [*mixed_lines(bench, results), ""]
+        lines += [*mixed_lines(bench, results, summary), ""]
     if suite.transfer is not None:
-        lines += [*transfer_lines(bench, results, plots, rel), ""]
+        lines += [*transfer_lines(bench, results, plots, rel, summary), ""]
     if suite.peer:
-        lines += [*peer_lines(bench, results, behaviour), ""]
+        lines += [*peer_lines(bench, results, behaviour, summary), ""]
     if any(p.group for p in suite.probes):
-        lines += [*lever_lines(bench, results, behaviour), ""]
+        lines += [*lever_lines(bench, results, behaviour, summary), ""]
     if any(not p.group for p in suite.probes):
-        lines += [*_probe_lines(bench, results, behaviour), ""]
-    lines += _plot_lines(bench, results, behaviour, by_method, plots, rel)
+        lines += [*_probe_lines(bench, results, behaviour, summary), ""]
+    lines += _plot_lines(bench, results, behaviour, by_method, plots, rel, summary)
     notes = bench.results / "NOTES.md"
     if notes.is_file():
         lines += ["", "## Authors' reading of these numbers", "", f"(From `{rel(notes)}`, written by hand after the runs.)", "",
                   notes.read_text().strip()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+    summary_path(out).write_text(json.dumps(_plain(summary), indent=1, sort_keys=True) + "\n")
     return out
+
+
+def summary_path(report: str | Path) -> Path:
+    """Where :func:`write_report` puts the numbers of ``report``'s tables (``RESULTS.md``: ``RESULTS.json``)."""
+    return Path(report).with_suffix(".json")
+
+
+def _plain(x: Any) -> Any:
+    """``x`` as strict JSON: NaN and infinities as null, numpy scalars and tuples as plain values."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _setup_lines(bench, data: dict[str, Any] | None) -> list[str]:
@@ -180,7 +209,7 @@ def _hns_matrix(records: list[dict[str, Any]], games: list[str]) -> np.ndarray |
     return np.array(rows, dtype=float) if rows else None
 
 
-def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> list[str]:
     """How state-dependent each method's greedy policy is, on the data's own states."""
     lines = ["## What the greedy policies do on the data's states", "",
              "Share of the most frequent greedy action over 256 training states per game (1.00: the same action "
@@ -188,8 +217,10 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
              "over the seeds whose results record it (for runs finished before the benchmark measured this, "
              "computed afterwards from the run's final checkpoint by the same command).", "", "| method | seeds | " + " | ".join(games) + " |",
              "|---|---:|" + "---:|" * len(games)]
+    table = summary["policy"] = {}
     for m in suite.methods:
         runs = [r for r in by_method[m.name] if "policy" in r]
+        table[m.name] = {"seeds": len(runs)}
         if not runs:
             lines.append(f"| {m.label} | 0 | " + " | ".join("n/a" for _ in games) + " |")
             continue
@@ -197,12 +228,13 @@ def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, A
         for g in games:
             top = np.mean([r["policy"][g]["top_share"] for r in runs])
             agree = np.mean([r["policy"][g]["agreement"] for r in runs])
+            table[m.name][g] = {"top_share": top, "agreement": agree}
             cells.append(f"{top:.2f} ({agree:.2f})")
         lines.append(f"| {m.label} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """The probes beside the single-game runs of the tables they question: the seed each setting
     was tried on, then the tables' seeds it was checked on, as separate rows."""
     suite = bench.suite
@@ -227,6 +259,8 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
             rows.append((f"{p.label}, seeds {seeds(checked) or ', '.join(map(str, p.seeds[1:]))} (the check)", checked))
         for label, runs in rows:
             sm = summarize(runs, p.game)
+            summary.setdefault("probes", []).append({"probe": p.name, "row": label, "seeds": [r["seed"] for r in runs],
+                                                     "updates": runs[0]["updates"] if runs else None, "summary": sm})
             if sm is None:
                 lines.append(f"| {label} | not run | | | | | | |")
                 continue
@@ -238,7 +272,7 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
     return lines
 
 
-def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[str]:
+def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel, summary: dict[str, Any]) -> list[str]:
     suite, games = bench.suite, list(bench.suite.games)
     colors = {m.name: f"C{i}" for i, m in enumerate(suite.methods)}
     lines = ["## Plots", ""]
@@ -255,6 +289,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         ax.set_xlabel("update")
         ax.set_ylabel("evaluation return")
     path = save_figure(fig, plots / "curves.png", legend_size=7)
+    summary.setdefault("plots", []).append(rel(path))
     lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).", "",
               f"![learning curves]({rel(path)})", ""]
 
@@ -278,6 +313,7 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
         ax.set_xlabel("update")
         ax.set_ylabel("discounted return of clipped rewards")
     path = save_figure(fig, plots / "values.png", legend_size=6)
+    summary["plots"].append(rel(path))
     lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
               "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
               "rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
@@ -294,5 +330,6 @@ def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel) -> list[
     ax.set_xlabel("update")
     ax.set_ylabel("evaluation return")
     path = save_figure(fig, plots / "finetune.png", legend_size=7)
+    summary["plots"].append(rel(path))
     lines += [f"Fine-tuning on {game}: pretrained against scratch, mean over seeds +/- SE.", "", f"![fine-tuning]({rel(path)})"]
     return lines

@@ -83,7 +83,7 @@ def _speed_cell(runs: list[dict[str, Any]]) -> str:
     return fmt(float(np.median(speed))) if speed else "n/a"
 
 
-def mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+def mixed_lines(bench, results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
     """The mixed-quality regime: each part of the behaviour alone, the data, and the methods
     against the data and against behaviour cloning."""
     suite = bench.suite
@@ -105,6 +105,7 @@ def mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
     for game in suite.games:
         g = data["games"].get(game, {})
         ep = data["collection"].get("parts", {}).get(game, {})
+        table = summary.setdefault("mixed", {})[game] = {"parts_alone": parts.get(game, {}), "data_parts": ep, "methods": {}}
         lines += [f"### {game} (mixed quality)", "", "| policy | return | (SE) | versus the data | versus BC |", "|---|---:|---:|---|---|"]
         for kind, label in (("scripted", "scripted controller alone"), ("poor", "poor controller alone")):
             b = parts.get(game, {}).get(kind)
@@ -118,18 +119,21 @@ def mixed_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
                              f"{e['episodes']} episodes) | {fmt(e['return_mean'])} | ({fmt(e['return_std'] / math.sqrt(e['episodes']))}) | | |")
         if "return_mean" not in g:
             continue
-        the_data = {"mean": g["return_mean"], "se_seeds": float("nan"), "se_episodes": g["return_std"] / math.sqrt(g["episodes"])}
+        the_data = table["data"] = {"mean": g["return_mean"], "se_seeds": float("nan"),
+                                    "se_episodes": g["return_std"] / math.sqrt(g["episodes"]), "episodes": g["episodes"]}
         lines.append(f"| **the data** (all {g['episodes']} episodes) | {fmt(g['return_mean'])} | ({fmt(the_data['se_episodes'])}) | | |")
         sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m], game)
                 for m in suite.mixed_methods}
         # The imitation baseline of the "versus BC" column: the method whose algorithm is behaviour cloning.
         imitation = next((m for m in suite.mixed_methods if bench.methods[m].algorithm is BehaviourCloning), None)
         for m in suite.mixed_methods:
-            sm = sums[m]
+            sm = table["methods"][m] = sums[m]
             if sm is None:
                 lines.append(f"| {bench.methods[m].label} | not run | | | |")
                 continue
             bc = sums.get(imitation) if imitation is not None else None
+            sm["versus_data"] = compare(sm, the_data).strip("*")
+            sm["versus_bc"] = compare(sm, bc).strip("*") if bc is not None and m != imitation else None
             lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])}) "
                          f"| {fmt(sm['mean'])} | ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
                          f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != imitation else ''} |")
@@ -155,7 +159,7 @@ def _interval(values: list[float]) -> tuple[float, float] | None:
     return stratified_bootstrap_ci(np.array(values)[:, None], lambda x: np.mean(x, axis=(-2, -1)), reps=2000, seed=0)
 
 
-def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) -> list[str]:
+def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, summary: dict[str, Any]) -> list[str]:
     """Pretrained against scratch per target and mode: final return, and the area under the
     return curve with 95% bootstrap intervals over seeds; one plot with the mean curves."""
     t = bench.suite.transfer
@@ -184,6 +188,9 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) 
                      "scratch higher" if cis["scratch"][0] > cis["pretrained"][1] else "overlap")
             for start, rs in runs.items():
                 sm = summarize(rs, game)
+                summary.setdefault("transfer", []).append(
+                    {"target": label, "game": game, "mode": mode, "start": start, "summary": sm, "auc_per_seed": aucs[start],
+                     "auc": float(np.mean(aucs[start])) if aucs[start] else None, "auc_ci": cis[start], "intervals": apart})
                 if sm is None:
                     lines.append(f"| {label} ({game}) | {mode_label} | {start} | not run | | |")
                     continue
@@ -207,6 +214,7 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel) 
             ax.set_xlabel("fine-tuning updates", fontsize=7)
             ax.set_ylabel("return", fontsize=7)
         path = save_figure(fig, plots / "transfer.png", legend_size=7)
+        summary.setdefault("plots", []).append(rel(path))
         lines += ["", "Return during fine-tuning, mean over seeds with a band of +/- 1.96 standard errors.", "",
                   f"![transfer]({rel(path)})"]
     return lines
@@ -217,7 +225,7 @@ def reads_screen_at(curve: list[list[float]], target: float) -> int | None:
     return next((int(step) for step, ret in curve if ret >= target), None)
 
 
-def lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+def lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """Each group of lever probes in one table: the base run of the group first, then one row per
     change, on the seed the levers were tried on (and the others where checked)."""
     lines = []
@@ -245,14 +253,18 @@ def lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, 
             rows.append((change, [r for r in done if r["seed"] == p.seeds[0]]))
             if len(p.seeds) > 1:  # the check on the seeds it was not chosen on, in a row of its own
                 rows.append((f"{change}, the check", [r for r in done if r["seed"] != p.seeds[0]]))
+        table = summary.setdefault("levers", {})[name] = []
         for change, runs in rows:
             sm = summarize(runs, game)
+            row = {"change": change, "seeds": [r["seed"] for r in runs], "summary": sm}
+            table.append(row)
             if sm is None:
                 lines.append(f"| {change} | | not run | | | | | | |")
                 continue
             curve = mean_curve(runs, f"eval_return/{game}")
             points = [[s, r] for s, r in zip(*curve[:2])] if curve else []
             at = reads_screen_at(points, half) if half is not None else None
+            row.update(curve=points, reads_screen_at=at, half_behaviour=half)
             lines.append(f"| {change} | {', '.join(str(r['seed']) for r in runs)} | {curve_text(runs, game) or 'n/a'} "
                          f"| {f'{at:,}' if at is not None else 'not within the run'} | {fmt(sm['mean'])} "
                          f"| {policy_cell(runs, game)} | {value_cell(sm)} "
@@ -261,7 +273,7 @@ def lever_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, 
     return lines
 
 
-def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any]) -> list[str]:
+def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """d3rlpy's DiscreteCQL against ours on the same data, network, optimizer and budget."""
     suite = bench.suite
     game = suite.single_game
@@ -277,6 +289,8 @@ def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, A
     for impl, label in (("d3rlpy", "d3rlpy 2.x DiscreteCQL"), ("ours", "scaled_ql CQL")):
         runs = [r for r in results.values() if r["kind"] == "peer" and r.get("implementation") == impl]
         sm = summarize(runs, game)
+        summary.setdefault("peer", {})[impl] = sm and {**sm, "updates": runs[0]["updates"],
+                                                       "version": next((r["peer"]["version"] for r in runs if "peer" in r), None)}
         if sm is None:
             lines.append(f"| {label} | not run | | | | | | |")
             continue
@@ -288,7 +302,7 @@ def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, A
     return lines
 
 
-def finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
+def finetune_lines(bench, results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
     suite = bench.suite
     game = suite.finetune_game
     others = [g for g in suite.games if g != game]
@@ -303,7 +317,7 @@ def finetune_lines(bench, results: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"| behaviour (the small dataset's policy) | {fmt(b['mean'])} | | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} |")
     for start in ("pretrained", "scratch"):
         runs = [r for r in results.values() if r["kind"] == "finetune" and r.get("start") == start]
-        sm = summarize(runs, game)
+        sm = summary.setdefault("finetune", {})[start] = summarize(runs, game)
         if sm is None:
             lines.append(f"| {start} | not run | | | |")
         else:

@@ -10,6 +10,7 @@ import pytest
 
 from scaled_ql.cli import main
 from benchmarks.learning_bench import LearningBenchmark
+from benchmarks.learning_report import summary_path
 from benchmarks.learning_suites import SUITES
 
 pytestmark = [pytest.mark.slow, pytest.mark.ale]
@@ -30,8 +31,9 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert sum(policy["counts"]) == 256 and len(policy["counts"]) == 4 and 0.25 <= policy["top_share"] <= 1.0
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
-    report = out.read_text()
-    assert "jobs finished: 2 of 41" in report and "missing: " in report and "| CQL + DR3 | not run |" in report
+    summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
+    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 41 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
+    assert summary["returns"]["Breakout"]["cql_dr3"] is None and summary["returns"]["Breakout"]["bc"]["seeds"] == 1
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
     before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
@@ -67,24 +69,33 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert scratch["config"]["finetune"]["init"] == "" and scratch["config"]["online"]["enabled"] is False
     assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
 
-    report = out.read_text()
-    assert "## Transfer, the Scaled QL way" in report and "| held-out variant (Breakout-m0d1) | online, Cal-QL | pretrained |" in report
-    assert (results / "transfer.png").stat().st_size > 1000
-    assert "## Mixed-quality data: does offline RL beat imitation?" in report and "### Freeway (mixed quality)" in report
-    assert "| poor controller alone (epsilon 0.1, 2 evaluation episodes) |" in report and "| **the data** (all " in report
-    assert "| CQL + DR3 (2 seeds: " in report
-    assert "## A reference implementation on the same data: d3rlpy's DiscreteCQL, Breakout" in report
-    assert "| d3rlpy 2.x DiscreteCQL 2.8.1 | 4 |" in report and "| scaled_ql CQL | 4 |" in report
-    assert "## Tried beyond the fixed settings" in report
-    assert "| CQL + DR3, Breakout alone, 2x the updates (`train.steps=8`), seed 0 (where it was tried) | 8 |" in report
-    assert "| CQL + DR3, Breakout alone, 2x the updates, seeds 1 (the check) | 8 |" in report
-    assert "| CQL + DR3, Breakout alone, the tables' budget (seeds 1, 2) | 4 |" in report
-    assert "jobs finished: 41 of 41" in report and "not run" not in report
-    for heading in ("## What the greedy policies do on the data's states", "### Breakout", "### Freeway", "## Aggregate over games", "## Fine-tuning to a held-out game: Freeway"):
-        assert heading in report
-    assert "| CQL + DR3, single-game run |" in report and "| behaviour (scripted, epsilon 0.5) |" in report
-    for png in ("curves.png", "values.png", "finetune.png"):
-        assert (results / png).stat().st_size > 1000 and f"(../results/{png})" in report
+    report, summary = out.read_text(), json.loads(summary_path(out).read_text())
+    assert summary["jobs"] == {"finished": 41, "total": 41, "missing": []}
+    # Transfer: a row per target, mode and start, each with its final return and area under the curve.
+    rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
+    assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
+    assert rows[("Breakout-m0d1", "online-calql", "pretrained")]["intervals"] in ("pretrained higher", "scratch higher", "overlap")
+    # Mixed quality: each part of the behaviour alone, the data, and both methods against the data and BC.
+    for game in ("Breakout", "Freeway"):
+        mixed_table = summary["mixed"][game]
+        assert set(mixed_table["parts_alone"]) == {"scripted", "poor"} and mixed_table["parts_alone"]["poor"]["episodes"] == 2
+        assert mixed_table["data"]["episodes"] > 0 and mixed_table["methods"]["cql_dr3"]["seeds"] == 2
+        assert mixed_table["methods"]["cql_dr3"]["versus_bc"] in ("better", "worse", "within noise", "n/a")
+        assert mixed_table["methods"]["bc"]["versus_bc"] is None
+    # The reference implementation, the probes (the seed tried, then the check) and the policies.
+    assert summary["peer"]["d3rlpy"]["version"] == "2.8.1" and summary["peer"]["d3rlpy"]["updates"] == summary["peer"]["ours"]["updates"] == 4
+    probe_rows = [(r["row"], r["seeds"], r["updates"]) for r in summary["probes"]]
+    assert [(seeds, updates) for _, seeds, updates in probe_rows] == [([1, 2], 4), ([0], 8), ([1], 8)]
+    assert "seed 0 (where it was tried)" in probe_rows[1][0] and "(the check)" in probe_rows[2][0]
+    for game in ("Breakout", "Freeway"):
+        assert all(summary["returns"][game][m]["seeds"] == 2 for m in ("bc", "cql_dr3"))
+    assert summary["returns"]["Breakout"]["cql_dr3/single-game"]["seeds"] == 2 and summary["returns"]["Breakout"]["behaviour"]["episodes"] == 2
+    assert set(summary["aggregate"]) == {"bc", "cql_dr3"} and all(len(a["ci"]) == 2 for a in summary["aggregate"].values())
+    assert set(summary["policy"]["cql_dr3"]) == {"seeds", "Breakout", "Freeway"} and summary["finetune"]["pretrained"]["seeds"] == 2
+    # Every plot exists and the report links it where it says.
+    assert {p.rsplit("/", 1)[1] for p in summary["plots"]} == {"curves.png", "values.png", "finetune.png", "transfer.png"}
+    for link in summary["plots"]:
+        assert (out.parent / link).stat().st_size > 1000 and f"({link})" in report
 
     # A record written before the benchmark measured the greedy policy gets it from the final
     # checkpoint on the next run, marked as added afterwards; nothing else changes.
