@@ -30,18 +30,6 @@ def launch(nproc: int, tmp: Path, *overrides: str, resume: bool = False) -> None
         cmd.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        # One retry for failures of the process launch itself (seen once in ~20 runs here, not
-        # reproduced); the first failure's errors stay visible as a warning.
-        import warnings
-
-        errors = [line for line in proc.stderr.splitlines() if "rror" in line and "WARNING" not in line]
-        warnings.warn("torchrun failed once, retrying: " + " | ".join(errors[-8:]))
-        if not resume:  # start the run afresh (a resumed launch continues from its checkpoints)
-            import shutil
-
-            shutil.rmtree(tmp / "runs", ignore_errors=True)
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "terminate called" not in proc.stderr
 
