@@ -69,6 +69,24 @@ def export_mdp_dataset(data_path: str | Path, game: str, frame_stack: int = 4):
     )
 
 
+def make_d3rlpy_cql(cfg: ExperimentConfig):
+    """d3rlpy's DiscreteCQL with ``cfg``'s network size, batch, optimizer, target period, gamma,
+    CQL alpha and reward clipping (on the CPU)."""
+    import d3rlpy  # optional, heavy: the peer's own dependency, installed with --no-deps (see the module docstring)
+
+    return d3rlpy.algos.DiscreteCQLConfig(
+        learning_rate=cfg.train.lr,
+        optim_factory=d3rlpy.optimizers.AdamFactory(eps=cfg.train.adam_eps, clip_grad_norm=cfg.train.grad_clip or None),
+        encoder_factory=d3rlpy.models.PixelEncoderFactory(feature_size=cfg.model.feature_dim),
+        batch_size=cfg.train.batch_size,
+        gamma=cfg.data.gamma,
+        target_update_interval=cfg.train.target_update_period,
+        alpha=cfg.loss.cql_alpha,
+        observation_scaler=d3rlpy.preprocessing.PixelObservationScaler(),
+        reward_scaler=d3rlpy.preprocessing.ClipRewardScaler(-cfg.data.reward_clip, cfg.data.reward_clip),
+    ).create(device="cpu:0")
+
+
 def train_d3rlpy_cql(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Train d3rlpy's DiscreteCQL on ``cfg``'s single game and dataset with ``cfg``'s network
     size and optimizer, evaluate it every ``train.eval_every`` updates and at the end with our
@@ -85,17 +103,7 @@ def train_d3rlpy_cql(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.threads)
     d3rlpy.seed(cfg.seed)
     dataset = export_mdp_dataset(cfg.data.path, game, cfg.env.frame_stack)
-    algo = d3rlpy.algos.DiscreteCQLConfig(
-        learning_rate=cfg.train.lr,
-        optim_factory=d3rlpy.optimizers.AdamFactory(eps=cfg.train.adam_eps, clip_grad_norm=cfg.train.grad_clip or None),
-        encoder_factory=d3rlpy.models.PixelEncoderFactory(feature_size=cfg.model.feature_dim),
-        batch_size=cfg.train.batch_size,
-        gamma=cfg.data.gamma,
-        target_update_interval=cfg.train.target_update_period,
-        alpha=cfg.loss.cql_alpha,
-        observation_scaler=d3rlpy.preprocessing.PixelObservationScaler(),
-        reward_scaler=d3rlpy.preprocessing.ClipRewardScaler(-cfg.data.reward_clip, cfg.data.reward_clip),
-    ).create(device="cpu:0")
+    algo = make_d3rlpy_cql(cfg)
 
     def policy(obs: np.ndarray, game_id: int) -> np.ndarray:
         return np.asarray(algo.predict(obs), dtype=np.int64)

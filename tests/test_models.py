@@ -13,7 +13,7 @@ from scaled_ql.models import BACKBONES, MultiGameQNetwork, build_model
 
 @pytest.mark.parametrize("backbone,value", list(itertools.product(sorted(BACKBONES), sorted(VALUE_KINDS))))
 def test_forward_shapes_masking_and_round_trip(tmp_path, backbone, value):
-    cfg = load_config(None, ["games=[Pong, Breakout]", f"model.backbone={backbone}", f"model.value={value}", "model.feature_dim=32"])
+    cfg = load_config(None, ["games=[Pong, Breakout]", f"model.backbone={backbone}", f"model.value={value}", "model.feature_dim=32", "train.batch_size=6"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
@@ -127,3 +127,31 @@ def test_config_json_records_action_sets_and_refuses_other_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"action_sets.*'Breakout'"):
         MultiGameQNetwork.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["scalar", "c51"])
+def test_each_sample_through_its_own_head_equals_picking_from_all_heads(value):
+    """The balanced layout's shortcut (``groups``) gives the outputs and gradients of computing
+    every head and picking each sample's: for all games in order, s and s' in one pass, a subset
+    of games out of order, and one game alone (evaluation)."""
+    from scaled_ql.data.batch import game_groups
+
+    cfg = load_config(None, ["games=[Pong, Breakout, Freeway]", "model.backbone=nature", f"model.value={value}",
+                             "model.feature_dim=32", "train.batch_size=6"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for game in ([0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2], [2, 2, 2, 0, 0, 0], [1, 1, 1, 1]):
+        game = torch.tensor(game)
+        # s and s' concatenated (12 samples): the runs twice, as the update step passes them
+        groups = ((0, 1, 2) * 2, 2) if len(game) == 12 else game_groups(game.numpy())
+        assert groups is not None and model._own_heads(torch.zeros(len(game), 32), groups) is not None  # the shortcut is taken
+        obs = torch.randint(0, 256, (len(game), 4, 84, 84), dtype=torch.uint8)
+        outs = []
+        for g in (None, groups):
+            model.zero_grad()
+            out = model(obs, game, g)
+            (out.q.masked_fill(torch.isinf(out.q), 0).square().sum()).backward()
+            outs.append((out.q.detach(), model.heads.weight.grad.clone()))
+        torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
+    assert game_groups(torch.tensor([0, 1, 0, 1]).numpy()) is None and game_groups(torch.tensor([0, 0, 1]).numpy()) is None

@@ -307,6 +307,13 @@ class TrainConfig:
     frame size; one shift per stack, independent for s and s')."""
     augment_pad: int = 4
     """Largest shift in pixels of ``augment=shift`` (DrQ: 4 for 84x84 frames)."""
+    prefetch: int = 2
+    """Batches drawn ahead of the update on a background thread (and, on CUDA, copied to the device
+    on their own stream); 0 draws each batch in the loop. The order of the batches and exact resume
+    are the same either way. Not used by online fine-tuning, whose batches depend on the actor."""
+    compile: bool = False
+    """``torch.compile`` the network's forward (default off: on this project's CPU benchmark it
+    did not pay for its compile time; see the README's performance section)."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "train.steps", "at least 1", self.steps)
@@ -319,6 +326,7 @@ class TrainConfig:
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "'auto', 'cpu' or 'cuda'", self.device)
         _check(self.augment in ("none", "shift"), "train.augment", "'none' or 'shift'", self.augment)
         _check(0 <= self.augment_pad <= 16, "train.augment_pad", "an integer in [0, 16]", self.augment_pad)
+        _check(0 <= self.prefetch <= 64, "train.prefetch", "an integer in [0, 64]", self.prefetch)
 
 
 @dataclass(kw_only=True, slots=True)

@@ -44,8 +44,25 @@ class Batch:
                 f.name: torch.from_numpy(np.ascontiguousarray(value)).to(device, non_blocking=non_blocking)
                 for f in fields(self)
                 if (value := getattr(self, f.name)) is not None
-            }
+            },
+            groups=game_groups(self.game),
         )
+
+
+def game_groups(game: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """``(ids, n)`` when ``game`` is runs of ``n`` samples of each game of ``ids`` in turn (the
+    sampler's per-game balanced layout: ``np.repeat(ids, n)``), else None. Read on the host from
+    the numpy array, so the network can run each sample through its own head only
+    (``MultiGameQNetwork.forward``'s ``groups``) without waiting for the device."""
+    game = np.asarray(game)
+    if game.ndim != 1 or game.size == 0:
+        return None
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(game)) + 1])
+    ids = game[starts]
+    n = game.size // len(starts)
+    if n * len(starts) != game.size or np.any(np.diff(np.append(starts, game.size)) != n) or len(np.unique(ids)) != len(ids):
+        return None
+    return tuple(int(i) for i in ids), int(n)
 
 
 @dataclass(slots=True)
@@ -59,3 +76,9 @@ class TorchBatch:
     next_obs: torch.Tensor
     game: torch.Tensor
     mc_return: torch.Tensor | None = None
+    groups: tuple[tuple[int, ...], int] | None = None
+    """The layout of ``game`` when it is the sampler's runs of equal length (:func:`game_groups`), else None."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor fields that are set, by name."""
+        return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), torch.Tensor)}

@@ -28,7 +28,7 @@ def greedy_policy(model: MultiGameQNetwork, device: torch.device) -> Policy:
         model.eval()
         x = torch.from_numpy(obs).to(device)
         game = torch.full((x.shape[0],), game_id, dtype=torch.long, device=device)
-        actions = model.greedy_actions(x, game).cpu().numpy()
+        actions = model.greedy_actions(x, game, ((game_id,), x.shape[0])).cpu().numpy()  # one game: its head only
         model.train(was_training)
         return actions
 

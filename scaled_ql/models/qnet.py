@@ -170,8 +170,13 @@ class MultiGameQNetwork(
     def distributional(self) -> bool:
         return self.support is not None
 
-    def forward(self, obs: torch.Tensor, game: torch.Tensor) -> QOutput:
-        """obs: uint8 [B, K, H, W]; game: int64 [B] -> QOutput."""
+    def forward(self, obs: torch.Tensor, game: torch.Tensor, groups: tuple[tuple[int, ...], int] | None = None) -> QOutput:
+        """obs: uint8 [B, K, H, W]; game: int64 [B] -> QOutput.
+
+        ``groups = (ids, n)`` says that ``game`` is ``n`` samples of each game of ``ids`` in turn
+        (the sampler's balanced layout; ``scaled_ql.data.batch.game_groups``): then each sample
+        goes through its own game's head only, and the cost of the heads does not grow with the
+        number of games. Without it, every head is computed for every sample and each picks its own."""
         if self.channels_last:  # reorder while still uint8: 4x less memory to move
             obs = obs.contiguous(memory_format=torch.channels_last)
         # The input takes the weights' dtype: fp32 (also under autocast) or bf16 when DeepSpeed keeps
@@ -180,7 +185,9 @@ class MultiGameQNetwork(
         features = self.backbone(x)
         if self.model_cfg.feature_norm:
             features = nn.functional.normalize(features, dim=-1)
-        out = self._pick_head(self.heads(features).view(features.shape[0], self.num_heads, self.max_actions, self.num_atoms), game)
+        out = self._own_heads(features, groups)
+        if out is None:
+            out = self._pick_head(self.heads(features).view(features.shape[0], self.num_heads, self.max_actions, self.num_atoms), game)
         valid = self.action_mask[game]  # [B, A]
         if self.distributional:
             logits = out
@@ -196,6 +203,27 @@ class MultiGameQNetwork(
             v = self._pick_head(self.value_head(features), game)
         return QOutput(q=q, logits=logits, features=features, policy_logits=policy_logits, v=v)
 
+    def _own_heads(self, features: torch.Tensor, groups: tuple[tuple[int, ...], int] | None) -> torch.Tensor | None:
+        """[B, max_actions, num_atoms]: each sample through its own head, one batched matrix product
+        over the groups of ``groups`` (see :meth:`forward`); None when there is no layout to use."""
+        if groups is None or self.num_heads == 1:
+            return None
+        ids, n = groups
+        k = len(set(ids))
+        repeats = len(ids) // k  # s and s' in one pass: the same games twice
+        base = tuple(ids[:k])
+        if len(ids) != k * repeats or tuple(ids) != base * repeats or len(ids) * n != features.shape[0]:
+            return None
+        width, outputs = features.shape[-1], self.max_actions * self.num_atoms
+        x = features.view(repeats, k, n, width).transpose(0, 1).reshape(k, repeats * n, width)
+        weight = self.heads.weight.view(self.num_heads, outputs, width)
+        bias = self.heads.bias.view(self.num_heads, 1, outputs)
+        if base != tuple(range(self.num_heads)):
+            index = torch.tensor(base, device=weight.device)
+            weight, bias = weight.index_select(0, index), bias.index_select(0, index)
+        out = torch.baddbmm(bias, x, weight.transpose(1, 2))  # [k, repeats * n, outputs]
+        return out.view(k, repeats, n, outputs).transpose(0, 1).reshape(features.shape[0], self.max_actions, self.num_atoms)
+
     def _pick_head(self, out: torch.Tensor, game: torch.Tensor) -> torch.Tensor:
         """[B, num_heads, ...] -> [B, ...]: each sample's own game head (or the one shared head)."""
         if self.num_heads == 1:
@@ -208,9 +236,9 @@ class MultiGameQNetwork(
         return out.policy_logits if act_with == "policy" else out.q
 
     @torch.no_grad()
-    def greedy_actions(self, obs: torch.Tensor, game: torch.Tensor) -> torch.Tensor:
+    def greedy_actions(self, obs: torch.Tensor, game: torch.Tensor, groups: tuple[tuple[int, ...], int] | None = None) -> torch.Tensor:
         """argmax_a of Q(s, a), or of the policy head's logits with ``model.act_with=policy``."""
-        return self.action_scores(self(obs, game), self.model_cfg.act_with).argmax(-1)
+        return self.action_scores(self(obs, game, groups), self.model_cfg.act_with).argmax(-1)
 
 
 def action_sets_for(games: list[str], env_cfg: EnvConfig) -> list[list[int]]:

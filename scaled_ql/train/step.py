@@ -10,20 +10,24 @@ from scaled_ql.losses.algorithms import Algorithm, NetworkOutputs
 from scaled_ql.losses.td import gather_actions
 from scaled_ql.losses.total import per_game_q
 from scaled_ql.train.parallel import LOCAL, Distribution, unwrap
+from scaled_ql.train.phases import PhaseClock
+
+_UNTIMED = PhaseClock()
 
 
 def forward_passes(model: nn.Module, target: nn.Module, batch: TorchBatch, algorithm: Algorithm) -> NetworkOutputs:
     """The forward passes ``algorithm`` reads (its ``passes``), and no others."""
-    needs, n = algorithm.passes, batch.obs.shape[0]
+    needs, n, groups = algorithm.passes, batch.obs.shape[0], batch.groups
     if needs.next_online:
         # s and s' go through the online network in one pass: half the kernel launches, and
         # phi(s') for DR3 plus the double-DQN argmax come for free.
-        out, next_online = model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game])).split(n)
+        twice = (groups[0] * 2, groups[1]) if groups is not None else None
+        out, next_online = model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game]), twice).split(n)
     else:
-        out, next_online = model(batch.obs, batch.game), None
+        out, next_online = model(batch.obs, batch.game, groups), None
     with torch.no_grad():
-        next_target = target(batch.next_obs, batch.game) if needs.next_target else None
-        on_obs = target(batch.obs, batch.game) if needs.target else None
+        next_target = target(batch.next_obs, batch.game, groups) if needs.next_target else None
+        on_obs = target(batch.obs, batch.game, groups) if needs.target else None
     return NetworkOutputs(out, next_online, next_target, on_obs)
 
 
@@ -54,21 +58,26 @@ def train_step(
     algorithm: Algorithm,
     grad_clip: float,
     dist: Distribution = LOCAL,
+    clock: PhaseClock = _UNTIMED,
 ) -> dict[str, torch.Tensor]:
     """One gradient update of ``model`` on ``batch``; returns detached metric tensors (no host sync).
 
     Backward and clipping go through ``dist`` (:mod:`scaled_ql.train.parallel`), so DDP,
     DeepSpeed and gradient accumulation work unchanged: inside ``dist.accumulate`` the wrapped
-    optimizer only steps on the last micro-batch, and clipping happens only there.
+    optimizer only steps on the last micro-batch, and clipping happens only there. ``clock`` times
+    the forward, backward (with clipping) and optimizer phases.
     """
-    loss, metrics = compute_loss(model, target, batch, algorithm)
-    dist.backward(loss)
-    if grad_clip > 0:
-        norm = dist.clip_grad_norm(model, grad_clip)
-        if norm is not None:
-            metrics["grad/norm"] = norm
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    with clock.phase("forward"):
+        loss, metrics = compute_loss(model, target, batch, algorithm)
+    with clock.phase("backward"):
+        dist.backward(loss)
+        if grad_clip > 0:
+            norm = dist.clip_grad_norm(model, grad_clip)
+            if norm is not None:
+                metrics["grad/norm"] = norm
+    with clock.phase("optimizer"):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return metrics
 
 

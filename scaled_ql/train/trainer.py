@@ -9,8 +9,6 @@ the loop sees only the narrow :class:`~scaled_ql.train.parallel.Distribution` in
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 
 from scaled_ql.config import ConfigError, ExperimentConfig, load_config_json
 from scaled_ql.data.augment import augment_batch
+from scaled_ql.data.prefetch import Prefetcher
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.eval.hook import plot_curves, run_evaluation
@@ -33,6 +32,7 @@ from scaled_ql.train.finetune import init_from_pretrained
 from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loop, stop_on_signals, stop_requested
 from scaled_ql.train.online import OnlinePart
 from scaled_ql.train.parallel import Distribution, Topology, make_accelerator, shutdown, unwrap
+from scaled_ql.train.phases import PhaseClock
 from scaled_ql.train.step import holdout_metrics, sync_target, train_step
 
 
@@ -62,6 +62,9 @@ def build_training_state(cfg: ExperimentConfig, device: torch.device):
         init_from_pretrained(model, cfg)
     sync_target(model, target)
     target.requires_grad_(False)
+    if cfg.train.compile:  # in place: the parameters, their names and the checkpoints stay the same
+        for net in (model, target):
+            net.compile()
     # Heads at train.lr; the backbone at train.lr * finetune.backbone_lr_scale, or frozen.
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     backbone_params = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
@@ -95,11 +98,12 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, dist: Distribution) ->
     return run_dir
 
 
-def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True, clock: PhaseClock | None = None) -> TrainResult:
     """Train ``cfg`` from its dataset; resume from the run's newest checkpoint with ``resume``.
 
     Runs as one process or as many (``accelerate launch`` / ``torchrun``): distribution is
-    applied at the edge by :mod:`scaled_ql.train.parallel`, the loop below is the same.
+    applied at the edge by :mod:`scaled_ql.train.parallel`, the loop below is the same. ``clock``
+    times the loop's phases (default: one without device synchronization, for the logs only).
     """
     check_algorithm(cfg)  # a config that does not fit its algorithm stops before any work
     if cfg.train.threads > 0:
@@ -107,7 +111,8 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = Tr
     accelerator, cfg, topo = make_accelerator(cfg)
     try:
         with stop_on_signals():  # SIGTERM / SIGINT / SIGUSR1: finish the update, checkpoint, stop
-            return _train(_Run(cfg, Distribution(accelerator), topo, resume), progress)
+            run = _Run(cfg, Distribution(accelerator), topo, resume)
+            return _train(run, progress, clock or PhaseClock(run.dist.device))
     finally:
         shutdown(accelerator)
 
@@ -133,7 +138,7 @@ class _Run:
                                                seed=cfg.seed + 1, rank=topo.rank, world_size=topo.world_size, split="holdout")
         # Online fine-tuning: the mix draws exactly the configured offline share of every batch.
         self.online = OnlinePart(cfg, self.sampler, topo) if cfg.online.enabled else None
-        self.draw = self.online.sample if self.online is not None else self.sampler.sample
+        self.prefetcher: Prefetcher | None = None  # started by the loop, after any resume
         self.run_dir = _prepare_run_dir(cfg, resume, dist)
         model, self.target, optimizer = build_training_state(cfg, device)
 
@@ -169,7 +174,8 @@ class _Run:
 
     def checkpoint(self, at: int) -> Path:
         online, holdout = self.online, self.holdout
-        state = {"sampler": self.sampler.state_dict(), "dataset": self.dataset,
+        sampler_state = self.prefetcher.state_dict() if self.prefetcher is not None else self.sampler.state_dict()
+        state = {"sampler": sampler_state, "dataset": self.dataset,
                  **({"holdout_sampler": holdout.state_dict()} if holdout else {}), **(online.state_dict() if online else {})}
         self.last_ckpt = save_checkpoint(self.run_dir, at, self.cfg, self.net, self.target, self.optimizer, state, self.dist,
                                          write_rank_files=online.save_store if online else None)
@@ -179,7 +185,26 @@ class _Run:
         return run_evaluation(self.cfg, self.net, self.dist.device, self.run_dir / "eval" / name, writer, self.step, progress,
                               self.sampler, baselines=baselines, learns_values=self.algorithm.learns_values)
 
-    def log(self, writer: SummaryWriter | None, bar, metrics: dict[str, torch.Tensor], sample_s: float, update_s: float) -> None:
+    def start_drawing(self) -> None:
+        """Batches from here on come from the prefetch thread (``train.prefetch``), or are drawn in the loop."""
+        if self.online is None and self.cfg.train.prefetch > 0:
+            self.prefetcher = Prefetcher(self.sampler.sample, self.sampler.state_dict, self.dist.device, self.cfg.train.prefetch)
+
+    def next_batch(self, clock: PhaseClock):
+        """The next training batch on the device, before augmentation."""
+        if self.prefetcher is not None:
+            with clock.phase("sample"):  # waiting for the prefetch thread (sampling and the copy)
+                return self.prefetcher.next()
+        with clock.phase("sample"):
+            batch = self.online.sample() if self.online is not None else self.sampler.sample()
+        with clock.phase("to_device"):
+            return batch.to_torch(self.dist.device)
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+
+    def log(self, writer: SummaryWriter | None, bar, metrics: dict[str, torch.Tensor], phases: dict[str, float]) -> None:
         cfg, step = self.cfg, self.step
         if self.holdout is not None:
             metrics.update(holdout_metrics(self.model, self.target, self.holdout.sample().to_torch(self.dist.device), self.algorithm))
@@ -191,16 +216,19 @@ class _Run:
                 writer.add_scalar(key, value, step)
             for game, value in zip(cfg.games, per_game):
                 writer.add_scalar(f"q_data_per_game/{game}", value, step)
-            writer.add_scalar("perf/sample_ms", 1000 * sample_s / cfg.train.log_every, step)
-            writer.add_scalar("perf/update_ms", 1000 * update_s / cfg.train.log_every, step)
-            writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(sample_s + update_s, 1e-9), step)
+            # Milliseconds per update of each phase since the last log; updates/s over sampling and
+            # the update alone (the periodic work excluded).
+            for name, seconds in phases.items():
+                writer.add_scalar(f"perf/{name}_ms", 1000 * seconds / cfg.train.log_every, step)
+            busy = sum(phases.get(k, 0.0) for k in ("sample", "to_device", "forward", "backward", "optimizer"))
+            writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(busy, 1e-9), step)
             for key, value in (self.online.metrics() if self.online is not None else {}).items():
                 writer.add_scalar(key, value, step)
         scalars = dict(zip(names, values))
         bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", q=f"{scalars.get('q/data', float('nan')):.2f}")
 
 
-def _train(run: _Run, progress: bool) -> TrainResult:
+def _train(run: _Run, progress: bool, clock: PhaseClock) -> TrainResult:
     cfg, dist, train, device = run.cfg, run.dist, run.cfg.train, run.dist.device
     # purge_step drops events a killed run logged after its last checkpoint
     writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step + 1 if run.step > 0 else None) if dist.is_main else None
@@ -209,50 +237,69 @@ def _train(run: _Run, progress: bool) -> TrainResult:
         writer.add_scalar("model/parameters", count_parameters(run.net), 0)
     if run.online is not None:
         run.online.start_actor(run.net, device, run.topo)
-    check_every = 1 if device.type == "cpu" else train.log_every  # loss checks sync the host
     bar = tqdm(total=train.steps, initial=run.step, desc=f"pretrain {cfg.name}", unit="upd",
                disable=not (progress and dist.is_main), dynamic_ncols=True)
-    sample_s = update_s = 0.0
+    # The first step whose loss was not finite, noted on the device and read only at the logging
+    # and checkpoint steps: the other steps never wait for the device.
+    first_bad = torch.zeros(2, dtype=torch.float64, device=device)  # [step, the loss there]
     run.model.train()
+    run.start_drawing()
+    clock.start()
     enter_loop()  # from here a signal finishes the update and checkpoints
-    while run.step < train.steps:
-        if run.online is not None:  # play, then learn: env steps, then one update
-            run.online.act(run.step, train.steps)
-        for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
-            t0 = time.perf_counter()
-            batch = augment_batch(run.draw().to_torch(device), train.augment, train.augment_pad, cfg.seed, run.step)
-            t1 = time.perf_counter()
-            with dist.accumulate(run.model):
-                metrics = train_step(run.model, run.target, run.optimizer, batch, run.algorithm, train.grad_clip, dist)
-            sample_s, update_s = sample_s + t1 - t0, update_s + time.perf_counter() - t1
-        run.step += 1
-        step = run.step
-        if step % train.target_update_period == 0:
-            sync_target(run.net, run.target)
-        if step % check_every == 0 or step % train.checkpoint_every == 0:
-            loss = float(dist.reduce(metrics["loss/total"].detach().float(), "sum"))  # host sync, all ranks agree
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(f"loss became {loss} at step {step}; the last good checkpoint is "
-                                         f"{run.last_ckpt if run.last_ckpt is not None else 'none (no checkpoint was written yet)'}")
-        bar.update(1)
-        if step % train.log_every == 0:
-            run.log(writer, bar, metrics, sample_s, update_s)
-            sample_s = update_s = 0.0
-        if step % train.checkpoint_every == 0 or step == train.steps:
-            run.checkpoint(step)
-        if cfg.eval.episodes > 0 and train.eval_every > 0 and step % train.eval_every == 0 and step < train.steps:
-            if dist.is_main:
-                run.evaluate(f"step_{step:08d}", writer, progress)
-            dist.barrier()
-        stopped_by = stop_requested(dist, sync=step % check_every == 0)
-        if stopped_by is not None:
-            if run.last_ckpt is None or run.last_ckpt.name != f"{step:08d}":
-                run.checkpoint(step)
-            for closing in (bar, run.online, writer):
-                if closing is not None:
-                    closing.close()
-            raise TrainingInterrupted(stopped_by, step, run.last_ckpt)
+    try:
+        while run.step < train.steps:
+            if run.online is not None:  # play, then learn: env steps, then one update
+                with clock.phase("act"):
+                    run.online.act(run.step, train.steps)
+            for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
+                batch = augment_batch(run.next_batch(clock), train.augment, train.augment_pad, cfg.seed, run.step)
+                with dist.accumulate(run.model):
+                    metrics = train_step(run.model, run.target, run.optimizer, batch, run.algorithm, train.grad_clip, dist, clock)
+            run.step += 1
+            step = run.step
+            loss = metrics["loss/total"].detach().double()
+            first_bad = torch.where((first_bad[0] == 0) & ~torch.isfinite(loss), torch.stack([loss.new_tensor(step), loss]), first_bad)
+            if step % train.target_update_period == 0:
+                with clock.phase("target_sync"):
+                    sync_target(run.net, run.target)
+            at_log, at_checkpoint = step % train.log_every == 0, step % train.checkpoint_every == 0 or step == train.steps
+            if at_log or at_checkpoint:
+                _stop_if_not_finite(run, first_bad)
+            bar.update(1)
+            if at_log:
+                with clock.phase("log"):
+                    run.log(writer, bar, metrics, clock.take())
+            if at_checkpoint:
+                with clock.phase("checkpoint"):
+                    run.checkpoint(step)
+            if cfg.eval.episodes > 0 and train.eval_every > 0 and step % train.eval_every == 0 and step < train.steps:
+                with clock.phase("evaluate"):
+                    if dist.is_main:
+                        run.evaluate(f"step_{step:08d}", writer, progress)
+                    dist.barrier()
+            clock.update_done()
+            stopped_by = stop_requested(dist, sync=at_log)  # with several processes, agreed at the logging steps
+            if stopped_by is not None:
+                if run.last_ckpt is None or run.last_ckpt.name != f"{step:08d}":
+                    _stop_if_not_finite(run, first_bad)
+                    run.checkpoint(step)
+                for closing in (bar, run.online, writer):
+                    if closing is not None:
+                        closing.close()
+                raise TrainingInterrupted(stopped_by, step, run.last_ckpt)
+    finally:
+        run.close()
     return _finish(run, writer, bar, progress)
+
+
+def _stop_if_not_finite(run: _Run, first_bad: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first step with a non-finite loss, if any (on
+    any process: every process agrees)."""
+    seen = run.dist.gather(first_bad.reshape(1, 2)).tolist()  # host sync, all ranks agree
+    bad = sorted((int(step), loss) for step, loss in seen if step > 0)
+    if bad:
+        last = run.last_ckpt if run.last_ckpt is not None else "none (no checkpoint was written yet)"
+        raise NonFiniteLossError(f"loss became {bad[0][1]} at step {bad[0][0]}; the last good checkpoint is {last}")
 
 
 def _finish(run: _Run, writer: SummaryWriter | None, bar, progress: bool) -> TrainResult:
