@@ -7,18 +7,19 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks import evaluation, loop, memory, parquet, speed
+from benchmarks import evaluation, gpu, loop, memory, parquet, speed
 from benchmarks.learning_bench import LearningBenchmark
 from benchmarks.learning_report import write_report
 from scaled_ql.cli.common import add_config, int_or_override, parse_with_overrides, run_reporting_errors
 from scaled_ql.config import ExperimentConfig, load_config
 
-WHATS = ("train", "loop", "eval", "sampler", "model", "distributed", "parquet", "memory", "learning")
+WHATS = ("train", "loop", "gpu", "eval", "sampler", "model", "distributed", "parquet", "memory", "learning")
 
 DESCRIPTION = (
     "`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; `loop`: pretrain's own loop "
     "on a dataset (sampling, copy, update, logging, checkpoints) timed phase by phase, against the floor of this "
-    "machine's matrix multiply (and d3rlpy's DiscreteCQL fit loop with --vs-d3rlpy); `eval`: greedy evaluation's "
+    "machine's matrix multiply (and d3rlpy's DiscreteCQL fit loop with --vs-d3rlpy); `gpu`: the loop of the Nature CNN and of ResNet-101 with C51 "
+    "heads at batch 512 (samples/s, TFLOP/s, MFU, phases, channels_last on/off, under torchrun), smaller on a CPU; `eval`: greedy evaluation's "
     "agent steps/s against the same environments stepped with random actions; `sampler`: stacked n-step "
     "transitions/s from a memory-mapped dataset; `model`: parameters, forward+backward time per sample and FLOPs per "
     "update of every backbone; `distributed`: update throughput of 1 process x 1 thread against 2 processes x 1 thread "
@@ -39,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=20, help="loop: updates run before timing")
     p.add_argument("--vs-d3rlpy", action="store_true", help="loop: also time d3rlpy's DiscreteCQL fit loop on the same "
                    "game, network, batch and optimizer (both on the first game, 1-step, no DR3)")
+    p.add_argument("--no-sync", dest="sync", action="store_false", help="loop: do not synchronize a GPU at phase boundaries")
+    p.add_argument("--no-flops", dest="flops", action="store_false", help="loop: do not count the FLOPs of an update")
+    p.add_argument("--small", action="store_true", default=None, help="gpu: the small CPU version (default when no GPU)")
     p.add_argument("--suite", default="cpu-small", help="learning: the suite (cpu-small, smoke)")
     p.add_argument("--only", nargs="+", default=(), metavar="PATTERN",
                    help="learning: run only the jobs whose ids match these shell patterns (and what they need), "
@@ -96,7 +100,8 @@ SPEED = {
     "model": lambda cfg, args: speed.bench_model(cfg, batch_size=cfg.train.batch_size),
     "eval": lambda cfg, args: evaluation.bench_eval(cfg, seconds=args.seconds),
     "loop": lambda cfg, args: loop.bench_loop(args.config, args.overrides, data=args.data, steps=args.steps, warmup=args.warmup,
-                                              vs_d3rlpy=args.vs_d3rlpy),
+                                              vs_d3rlpy=args.vs_d3rlpy, sync=args.sync, flops=args.flops),
+    "gpu": lambda cfg, args: gpu.bench_gpu(small=args.small),
     # --data None: synthetic noise frames (compression ratio meaningless)
     "parquet": lambda cfg, args: parquet.bench_parquet(args.data),
     "memory": _memory,

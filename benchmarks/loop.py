@@ -17,6 +17,7 @@ at each phase boundary, and reports after a warm-up:
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import tempfile
@@ -61,24 +62,28 @@ def matmul_rate(device: torch.device | str = "cpu", size: int = 2048, repeats: i
             "size": size, "threads": torch.get_num_threads() if device.type == "cpu" else None}
 
 
-def update_flops(cfg: ExperimentConfig, data_path: str | Path) -> int:
+def update_flops(cfg: ExperimentConfig, data_path: str | Path, device: torch.device | str = "cpu") -> int:
     """FLOPs of one real update of ``cfg`` (every forward pass its algorithm makes, the backward),
-    counted by ``torch.utils.flop_counter`` on a batch of the dataset."""
-    device = torch.device("cpu")
+    counted by ``torch.utils.flop_counter`` on a batch of the dataset, on ``device`` (under bf16
+    autocast on CUDA, as training runs; the count depends on the shapes only)."""
+    device = torch.device(device)
     model, target, optimizer = build_training_state(cfg, device)
     store = ReplayStore(data_path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
     batch = Sampler.from_config(store, cfg.data, cfg.train.batch_size, frame_stack=cfg.env.frame_stack, seed=0).sample()
     algorithm = make_algorithm(cfg, support=model.support)
-    with FlopCounterMode(display=False) as counter:
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with FlopCounterMode(display=False) as counter, autocast:
         train_step(model, target, optimizer, batch.to_torch(device), algorithm, cfg.train.grad_clip)
     return int(counter.get_total_flops())
 
 
 def bench_loop(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, data: str | Path | None = None,
-               steps: int = 300, warmup: int = 20, vs_d3rlpy: bool = False) -> dict[str, Any]:
+               steps: int = 300, warmup: int = 20, vs_d3rlpy: bool = False, sync: bool = True,
+               flops: bool = True) -> dict[str, Any]:
     """Time ``pretrain``'s loop on the config (a YAML file and ``key=value`` overrides) for
     ``steps`` updates after ``warmup`` (see the module). ``data``: a dataset folder holding the
-    config's games (default: a synthetic one)."""
+    config's games (default: a synthetic one). ``sync``: synchronize a GPU at every phase boundary
+    (exact phases, no overlap; on CPU it changes nothing). ``flops``: count one update's FLOPs."""
     if vs_d3rlpy:  # both loops on what d3rlpy's DiscreteCQL can run: one game, 1-step returns, no DR3
         first = load_config(config, list(overrides)).games[0]
         overrides = [*overrides, f"games=[{first}]", "data.n_step=1", "loss.dr3_coef=0"]
@@ -101,10 +106,11 @@ def bench_loop(config: str | Path | None, overrides: list[str] | tuple[str, ...]
         run_cfg = load_config(config, [*overrides, f"data.path={data}", "data.ignore_extra_games=true", "eval.episodes=0",
                                        f"runs_dir={Path(tmp) / 'runs'}", "name=loop", f"train.steps={warmup + steps}"])
         device = torch.device("cuda" if run_cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-        clock = PhaseClock(device, sync=True, skip=warmup)
-        pretrain(run_cfg, progress=False, clock=clock)
+        clock = PhaseClock(device, sync=sync, skip=warmup)
+        result = pretrain(run_cfg, progress=False, clock=clock)
+        ran = json.loads((result.run_dir / "config.json").read_text())["dist"]  # as resolved by the run
         loop = clock.report()
-        flops = update_flops(run_cfg, data) if device.type == "cpu" else None
+        count = update_flops(run_cfg, data, device) if flops else None
         rate = matmul_rate(device)
         report: dict[str, Any] = {
             "benchmark": "loop", "dataset": source, "games": list(cfg.games), "batch_size": cfg.train.batch_size,
@@ -114,10 +120,14 @@ def bench_loop(config: str | Path | None, overrides: list[str] | tuple[str, ...]
             "log_every": cfg.train.log_every, "checkpoint_every": cfg.train.checkpoint_every,
             "device": str(device), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "warmup_updates": warmup, **loop, "matmul": {k: v for k, v in rate.items() if k != "flops_per_s"},
+            "processes": ran["world_size"], "mixed_precision": ran["mixed_precision"], "backend": ran["backend"],
+            # accelerate wraps the model (DDP, DeepSpeed) only when more than one process runs
+            "accelerate_wraps_model": ran["world_size"] > 1 or ran["backend"] == "deepspeed",
+            "flops_per_update": count,
         }
-        if flops is not None:
-            floor_ms = 1000 * flops / rate["flops_per_s"]
-            report["floor"] = {"gflops_per_update": round(flops / 1e9, 3), "floor_ms_per_update": round(floor_ms, 2),
+        if count is not None:
+            floor_ms = 1000 * count / rate["flops_per_s"]
+            report["floor"] = {"gflops_per_update": round(count / 1e9, 3), "floor_ms_per_update": round(floor_ms, 2),
                                "floor_updates_per_s": round(1000 / floor_ms, 1),
                                "ratio_to_floor": round(loop["updates_per_s"] / (1000 / floor_ms), 3) if loop["updates_per_s"] else None}
         if vs_d3rlpy:

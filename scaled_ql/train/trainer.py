@@ -262,8 +262,8 @@ def _train(run: _Run, progress: bool, clock: PhaseClock) -> TrainResult:
             if step % train.target_update_period == 0:
                 with clock.phase("target_sync"):
                     sync_target(run.net, run.target)
-            at_log, at_checkpoint = step % train.log_every == 0, step % train.checkpoint_every == 0 or step == train.steps
-            if at_log or at_checkpoint:
+            at_log, at_checkpoint = step % train.log_every == 0, step % train.checkpoint_every == 0  # the last: by _finish
+            if at_log or at_checkpoint or step == train.steps:
                 _stop_if_not_finite(run, first_bad)
             bar.update(1)
             if at_log:
