@@ -13,12 +13,12 @@ from benchmarks.learning_report import write_report
 from scaled_ql.cli.common import add_config, int_or_override, parse_with_overrides, run_reporting_errors
 from scaled_ql.config import ExperimentConfig, load_config
 
-WHATS = ("train", "loop", "gpu", "eval", "sampler", "model", "distributed", "parquet", "memory", "learning")
+WHATS = ("train", "loop", "ops", "gpu", "eval", "sampler", "model", "distributed", "parquet", "memory", "learning")
 
 DESCRIPTION = (
     "`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; `loop`: pretrain's own loop "
     "on a dataset (sampling, copy, update, logging, checkpoints) timed phase by phase, against the floor of this "
-    "machine's matrix multiply (and d3rlpy's DiscreteCQL fit loop with --vs-d3rlpy); `gpu`: the loop of the Nature CNN and of ResNet-101 with C51 "
+    "machine's matrix multiply (and d3rlpy's DiscreteCQL fit loop with --vs-d3rlpy); `ops`: the update operator by operator (time, share, GFLOP/s); `gpu`: the loop of the Nature CNN and of ResNet-101 with C51 "
     "heads at batch 512 (samples/s, TFLOP/s, MFU, phases, channels_last on/off, under torchrun), smaller on a CPU; `eval`: greedy evaluation's "
     "agent steps/s against the same environments stepped with random actions; `sampler`: stacked n-step "
     "transitions/s from a memory-mapped dataset; `model`: parameters, forward+backward time per sample and FLOPs per "
@@ -102,6 +102,7 @@ SPEED = {
     "loop": lambda cfg, args: loop.bench_loop(args.config, args.overrides, data=args.data, steps=args.steps, warmup=args.warmup,
                                               vs_d3rlpy=args.vs_d3rlpy, sync=args.sync, flops=args.flops),
     "gpu": lambda cfg, args: gpu.bench_gpu(small=args.small),
+    "ops": lambda cfg, args: loop.op_profile(args.config, args.overrides, data=args.data, steps=args.steps if args.steps != 300 else 20),
     # --data None: synthetic noise frames (compression ratio meaningless)
     "parquet": lambda cfg, args: parquet.bench_parquet(args.data),
     "memory": _memory,

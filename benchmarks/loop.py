@@ -153,3 +153,45 @@ def d3rlpy_fit_rate(cfg: ExperimentConfig, *, steps: int) -> dict[str, Any]:
         t0 = time.perf_counter()
     return {"library": "d3rlpy", "version": d3rlpy.__version__, "algorithm": "DiscreteCQL", "game": cfg.games[0],
             "updates": steps, "updates_per_s": round(steps / times[-1], 2)}
+
+
+def op_profile(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, data: str | Path | None = None,
+               steps: int = 20, warmup: int = 5, top: int = 12) -> dict[str, Any]:
+    """Where one update's time goes, operator by operator (``torch.profiler`` with FLOP counts, on
+    the CPU): milliseconds per update, share of the update, and the GFLOP/s each convolution and
+    matrix product reaches, beside this machine's matrix-multiply rate. What holds the loop below
+    its floor shows here."""
+    from torch.profiler import ProfilerActivity, profile  # the profiler: only this diagnostic needs it
+
+    cfg = load_config(config, list(overrides))
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    with tempfile.TemporaryDirectory(prefix="scaled_ql_ops_") as tmp:
+        if data is None:
+            data = write_benchmark_dataset(Path(tmp) / "data", cfg.games, rows_per_game=5_000)
+        cfg = load_config(config, [*overrides, f"data.path={data}", "data.ignore_extra_games=true"])
+        model, target, optimizer = build_training_state(cfg, torch.device("cpu"))
+        store = ReplayStore(data, cfg.games, ignore_extra_games=True)
+        sampler = Sampler.from_config(store, cfg.data, cfg.train.batch_size, frame_stack=cfg.env.frame_stack, seed=0)
+        algorithm = make_algorithm(cfg, support=model.support)
+        batches = [sampler.sample().to_torch("cpu") for _ in range(steps + warmup)]
+        for batch in batches[:warmup]:
+            train_step(model, target, optimizer, batch, algorithm, cfg.train.grad_clip)
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            for batch in batches[warmup:]:
+                train_step(model, target, optimizer, batch, algorithm, cfg.train.grad_clip)
+        wall_ms = 1000 * (time.perf_counter() - t0) / steps
+    rate = matmul_rate("cpu")
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        ms = e.self_cpu_time_total / 1000 / steps
+        flops = getattr(e, "flops", 0) or 0
+        rows.append({"op": e.key, "ms_per_update": round(ms, 3), "calls_per_update": round(e.count / steps, 1),
+                     "gflops_per_s": round(flops / steps / (ms / 1000) / 1e9, 1) if flops and ms > 0 else None})
+    total_ms = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1000 / steps
+    for row in rows:
+        row["share"] = round(row["ms_per_update"] / total_ms, 4)
+    return {"benchmark": "ops", "batch_size": cfg.train.batch_size, "backbone": cfg.model.backbone, "games": list(cfg.games),
+            "threads": torch.get_num_threads(), "ms_per_update_profiled": round(total_ms, 2),
+            "ms_per_update_wall_under_profiler": round(wall_ms, 2), "matmul_gflops_per_s": rate["gflops_per_s"], "ops": rows}

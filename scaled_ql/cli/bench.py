@@ -21,7 +21,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return sub.add_parser("bench", add_help=False, help="measure a hot path or run the learning benchmark (from a source checkout)",
-                          description="train|loop|gpu|eval|sampler|model|distributed|parquet|memory|learning: `scaled-ql bench --help` lists them.")
+                          description="train|loop|ops|gpu|eval|sampler|model|distributed|parquet|memory|learning: `scaled-ql bench --help` lists them.")
 
 
 def main(argv: list[str]) -> int:
