@@ -73,10 +73,11 @@ class ShardSource:
 
     ``read_bytes(url) -> bytes`` is the transport (default: plain file reads for a local folder,
     fsspec for the others); ``sleep`` waits between retries. Both are what a test replaces to
-    inject failures at the reading boundary.
+    inject failures at the reading boundary. ``check_files``: a local folder's listed shards must
+    all exist at the start (off when bad shards are to be skipped when reached).
     """
 
-    def __init__(self, location: str | Path, *, retries: int = 4, retry_wait_s: float = 1.0,
+    def __init__(self, location: str | Path, *, retries: int = 4, retry_wait_s: float = 1.0, check_files: bool = True,
                  read_bytes: Callable[[str], bytes] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         if retries < 0 or retry_wait_s < 0:
             raise ValueError(f"retries ({retries}) and retry_wait_s ({retry_wait_s}) must be non-negative")
@@ -102,7 +103,7 @@ class ShardSource:
             self.meta = check_parquet_metadata(meta, meta_url)
             self.meta["path"] = self.root
         else:
-            self.meta = read_parquet_metadata(self.root)
+            self.meta = read_parquet_metadata(self.root, check_files=check_files)
         self.frame_shape = tuple(int(x) for x in self.meta["frame_shape"])
         self.games = list(self.meta["games"])
 

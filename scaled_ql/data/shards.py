@@ -192,8 +192,9 @@ def iter_whole_episodes(tables: Iterable[pa.Table | pa.RecordBatch], where: str)
 # Reading shards
 
 
-def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``scaled_ql_parquet.json`` (format, version, games, listed shards exist)."""
+def read_parquet_metadata(parquet_dir: str | Path, check_files: bool = True) -> dict[str, Any]:
+    """Read and check ``scaled_ql_parquet.json`` (format, version, games, and with ``check_files``
+    that the listed shards exist)."""
     parquet_dir = Path(parquet_dir)
     meta_path = parquet_dir / PARQUET_METADATA_FILE
     if not parquet_dir.is_dir():
@@ -202,7 +203,7 @@ def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
         hint = " (it is an Arrow dataset folder: export it with scaled-ql data export-parquet)" if (parquet_dir / METADATA_FILE).is_file() else ""
         raise DatasetFormatError(f"folder '{parquet_dir}' has no '{PARQUET_METADATA_FILE}': not a scaled_ql Parquet folder{hint}")
     meta = check_parquet_metadata(read_format_json(meta_path, PARQUET_FORMAT), str(meta_path))
-    for entry in meta["files"]:
+    for entry in meta["files"] if check_files else []:
         if not (parquet_dir / entry["name"]).is_file():
             raise DatasetFormatError(f"Parquet shard '{parquet_dir / entry['name']}' is missing (listed in '{meta_path}')")
     meta["path"] = str(parquet_dir)

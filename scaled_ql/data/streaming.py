@@ -191,7 +191,8 @@ class StreamingSampler:
         path, a Hub dataset repo id (``user/name[@revision]``) or an fsspec URL (see
         :mod:`scaled_ql.data.shard_source`), or an open :class:`ShardSource`. ``games`` defaults to
         all games of the folder; this rank reads its own shards of each (:func:`rank_shards`)."""
-        source = location if isinstance(location, ShardSource) else ShardSource(location, retries=retries, retry_wait_s=retry_wait_s)
+        source = location if isinstance(location, ShardSource) else ShardSource(
+            location, retries=retries, retry_wait_s=retry_wait_s, check_files=not kwargs.get("skip_bad_shards", False))
         where = f"Parquet {'folder' if source.kind == 'parquet' else 'source'} '{source.location}'"
         names = source.games if games is None else [canonical_game_name(g, f"streaming {where}") for g in games]
         sources = {}

@@ -97,7 +97,7 @@ def open_data_source(cfg: ExperimentConfig, topo: Topology) -> DataSource:
         raise ConfigError(f"config key 'online.enabled': online fine-tuning mixes its replay with a memory-mapped dataset, but "
                           f"data.path '{path}' is streamed Parquet; import it first (scaled-ql data import-parquet) or set "
                           "online.enabled=false")
-    source = ShardSource(path, retries=cfg.data.read_retries, retry_wait_s=cfg.data.retry_wait_s)
+    source = ShardSource(path, retries=cfg.data.read_retries, retry_wait_s=cfg.data.retry_wait_s, check_files=not cfg.data.skip_bad_shards)
     _check_frames(cfg, source.frame_shape, expected)
     extra = [g for g in source.games if g not in cfg.games]
     if extra and not cfg.data.ignore_extra_games:
