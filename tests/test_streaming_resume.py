@@ -51,6 +51,8 @@ def test_resumed_stream_draws_the_same_batches(data, prefetch, split):
         for _ in range(k):
             first.sample()
         state = json.loads(json.dumps(first.state_dict()))  # JSON, nothing pickled
+        first.close()  # its threads stop; drawing again continues where it was
+        _same(want[k], first.sample())
         first.close()
         resumed = make()
         resumed.load_state_dict(state)
@@ -165,7 +167,10 @@ def test_a_url_source_reads_like_the_local_folder_and_retries_with_backoff(data)
     assert waits == [0.25, 0.5]
 
 
-def test_locations_resolve_to_their_kind(data, tmp_path):
+def test_locations_resolve_to_their_kind(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert resolve_location("data/not-made-yet") == ("parquet", "data/not-made-yet")  # a local typo, not a Hub lookup
     assert resolve_location(str(data.parquet)) == ("parquet", str(data.parquet))
     assert resolve_location("user/atari40") == ("hub", "hf://datasets/user/atari40")
     assert resolve_location("user/atari40@v1.0") == ("hub", "hf://datasets/user/atari40@v1.0")

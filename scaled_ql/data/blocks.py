@@ -221,6 +221,7 @@ class BlockPrefetcher:
     def __init__(self, blocks: Iterator[Block], prefetch: int, name: str) -> None:
         self._blocks = blocks
         self._thread: threading.Thread | None = None
+        self._last: Any = None
         if prefetch > 0:
             self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
             self._stop = threading.Event()
@@ -230,10 +231,12 @@ class BlockPrefetcher:
     def next(self) -> Block | None:
         if self._thread is None:
             return next(self._blocks, None)
-        item = self._queue.get()
+        item = self._last if self._last is not None else self._queue.get()
+        if not isinstance(item, Block):  # the end, or an error: the thread has stopped, so keep answering it
+            self._last = item
         if isinstance(item, BaseException):
             raise item
-        return item
+        return None if item is _END else item
 
     def close(self) -> None:
         """Stop the thread after the block it is building (without waiting for it) and drop the queue."""
@@ -245,6 +248,10 @@ class BlockPrefetcher:
                 except queue.Empty:
                     break
             self._thread = None
+
+
+_END = object()
+"""What the prefetch thread puts after the last block."""
 
 
 def _produce(blocks: Iterator[Block], out: queue.Queue, stop: threading.Event) -> None:
@@ -261,6 +268,6 @@ def _produce(blocks: Iterator[Block], out: queue.Queue, stop: threading.Event) -
         for block in blocks:
             if not put(block):
                 return
-        put(None)
+        put(_END)
     except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
         put(err)

@@ -43,12 +43,14 @@ class ShardReadError(DatasetFormatError):
 
 
 def resolve_location(location: str | Path) -> tuple[str, str]:
-    """``(kind, root)`` of a shard source: ``("parquet", folder)`` for a local folder,
-    ``("hub", "hf://datasets/<repo>[@rev]")`` for a Hub repo id, ``("url", url)`` for an fsspec URL."""
+    """``(kind, root)`` of a shard source: ``("parquet", folder)`` for a local path,
+    ``("hub", "hf://datasets/<repo>[@rev]")`` for a Hub repo id (``owner/name`` where neither it nor
+    a local folder ``owner`` exists), ``("url", url)`` for an fsspec URL."""
     text = str(location)
     if "://" in text:
         return ("hub" if text.startswith("hf://") else "url"), text.rstrip("/")
-    if Path(text).exists() or not HUB_REPO_ID.match(text):
+    # A path that exists, or whose parent folder does (``data/mine`` with a ``data/`` here), is local.
+    if Path(text).exists() or not HUB_REPO_ID.match(text) or Path(text.split("@")[0]).parent.is_dir():
         return "parquet", text
     return "hub", f"hf://datasets/{text}"
 

@@ -262,7 +262,10 @@ class StreamingSampler:
             yield batch
 
     def close(self) -> None:
-        """Stop the prefetching threads (also done when the sampler is garbage-collected)."""
+        """Stop the prefetching threads (also done when the sampler is garbage-collected). Drawing
+        again afterwards re-reads each game's current block and continues where it was."""
+        for stream in self._streams:
+            stream.restart(stream.cursor, stream.pos)
         _close_all(self._prefetchers)
         self._prefetchers.clear()
 
