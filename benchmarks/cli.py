@@ -7,13 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks import evaluation, gpu, loop, memory, parquet, speed
+from benchmarks import evaluation, gpu, loop, memory, parquet, speed, streaming
 from benchmarks.learning_bench import LearningBenchmark
 from benchmarks.learning_report import write_report
 from scaled_ql.cli.common import add_config, int_or_override, parse_with_overrides, run_reporting_errors
 from scaled_ql.config import ExperimentConfig, load_config
 
-WHATS = ("train", "loop", "ops", "gpu", "eval", "sampler", "model", "distributed", "parquet", "memory", "learning")
+WHATS = ("train", "loop", "ops", "gpu", "eval", "sampler", "model", "distributed", "parquet", "streaming", "memory", "learning")
 
 DESCRIPTION = (
     "`train`: update steps/s of the CQL+DR3 step on the config's model and batch size; `loop`: pretrain's own loop "
@@ -23,7 +23,9 @@ DESCRIPTION = (
     "agent steps/s against the same environments stepped with random actions; `sampler`: stacked n-step "
     "transitions/s from a memory-mapped dataset; `model`: parameters, forward+backward time per sample and FLOPs per "
     "update of every backbone; `distributed`: update throughput of 1 process x 1 thread against 2 processes x 1 thread "
-    "(scaling efficiency); `parquet`: Parquet export, verify, import and streaming rates; `memory`: memory and rate of "
+    "(scaling efficiency); `parquet`: Parquet export, verify, import and streaming rates; `streaming`: transitions/s "
+    "of the streaming sampler (with and without prefetching, alone and beside a simulated update) against the "
+    "memory-mapped sampler on the same data; `memory`: memory and rate of "
     "the memory-mapped sampler, cold then warm cache; `learning`: the offline-RL learning benchmark (scripted behaviour "
     "data, BC / DQN / CQL / CQL+DR3 / IQL, multi- vs single-game, fine-tuning vs scratch), resumable, writing "
     "docs/RESULTS.md. The benchmarks live in the source checkout's benchmarks/ folder, outside the installed package; "
@@ -105,6 +107,9 @@ SPEED = {
     "ops": lambda cfg, args: loop.op_profile(args.config, args.overrides, data=args.data, steps=args.steps if args.steps != 300 else 20),
     # --data None: synthetic noise frames (compression ratio meaningless)
     "parquet": lambda cfg, args: parquet.bench_parquet(args.data),
+    "streaming": lambda cfg, args: streaming.bench_streaming(args.data, games=cfg.games if args.data is None else None,
+                                                             batch_size=cfg.train.batch_size, seconds=args.seconds,
+                                                             buffer_rows=cfg.data.stream_buffer_rows),
     "memory": _memory,
     "distributed": lambda cfg, args: speed.bench_distributed(args.config, args.overrides, seconds=args.seconds),
     "sampler": lambda cfg, args: speed.bench_sampler(path=str(args.data) if args.data else None, batch_size=cfg.train.batch_size,

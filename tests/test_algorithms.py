@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from scaled_ql.config import ConfigError, LossConfig, load_config
+from scaled_ql.data.batch import TorchBatch
 from scaled_ql.losses import ALGORITHMS, NetworkOutputs, check_algorithm, total_loss
 from scaled_ql.losses.algorithms import algorithm_class
 from scaled_ql.losses.bc import bc_loss
@@ -221,8 +222,9 @@ def test_every_algorithm_trains_on_the_passes_and_heads_it_declares(algorithm, c
     algo = make_algorithm(cfg)
     assert algo.name == ("calql" if calibrated and algorithm == "q_learning" else algorithm)
     obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
-    batch = SimpleNamespace(obs=obs, next_obs=obs.flip(0), action=t([0, 1, 2, 1]), reward=t([1.0, 0.0, 0.0, -1.0]),
-                            discount=t([0.99, 0.99, 0.0, 0.99]), game=t([0, 0, 1, 1]), mc_return=t([1.0, 0.5, 0.0, -0.5]))
+    batch = TorchBatch(obs=obs, next_obs=obs.flip(0), action=t([0, 1, 2, 1]), reward=t([1.0, 0.0, 0.0, -1.0]),
+                       discount=t([0.99, 0.99, 0.0, 0.99]), game=t([0, 0, 1, 1]), mc_return=t([1.0, 0.5, 0.0, -0.5]),
+                       groups=((0, 1), 2))  # the sampler's balanced layout, as the training loop passes it
     outputs = forward_passes(model, target, batch, algo)
     for name in ("next_online", "next_target", "target"):
         assert (getattr(outputs, name) is not None) == getattr(algo.passes, name), name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from scaled_ql.train.finetune import finetune_config
 from scaled_ql.train.trainer import pretrain
@@ -20,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_config(p)
     p.add_argument("--init", required=True, help="pretrained checkpoint: a run, checkpoint or model folder, or a Hub repo id")
     p.add_argument("--game", nargs="+", required=True, help="the game(s) to fine-tune on, e.g. Alien")
-    p.add_argument("--data", type=Path, required=True, help="dataset folder of those games (scaled-ql prep)")
+    p.add_argument("--data", required=True, help="the data of those games: an Arrow dataset folder (scaled-ql prep), or Parquet "
+                   "shards to stream (a folder, a Hub dataset repo id user/name, an fsspec URL)")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the heads")
     p.add_argument("--backbone-lr-scale", type=float, default=None, help="backbone learning rate = train.lr x this")
     p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")

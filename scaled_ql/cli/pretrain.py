@@ -12,7 +12,8 @@ from scaled_ql.cli.common import add_config
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="train the multi-game Q-network offline (CQL + DR3)",
-                       description="Train on the dataset at data.path; checkpoints, TensorBoard logs and the final "
+                       description="Train on the data at data.path (an Arrow folder, memory-mapped; or Parquet shards streamed "
+                       "from a folder, a Hub dataset repo id or a URL); checkpoints, TensorBoard logs and the final "
                        "evaluation go to <runs_dir>/<name>.")
     add_config(p)
     p.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")

@@ -81,7 +81,10 @@ class DataConfig:
     """Where the offline data lives and how transitions are formed from it at sample time."""
 
     path: str = "data/tiny"
-    """Dataset folder written by ``scaled-ql prep`` (Hugging Face ``datasets`` Arrow files)."""
+    """The data, chosen by what it is: a dataset folder written by ``scaled-ql prep`` (Arrow,
+    memory-mapped), or Parquet shards streamed (``scaled-ql data export-parquet``): a local or
+    shared folder, a Hub dataset repo id (``user/name`` or ``user/name@revision``) or an fsspec
+    URL (``s3://...``, ``hf://datasets/...``)."""
     n_step: int = 3
     """n-step returns: sum of the next n clipped rewards, discounted, then bootstrap."""
     gamma: float = 0.99
@@ -94,9 +97,26 @@ class DataConfig:
     holdout_fraction: float = 0.0
     """Fraction of episodes (chosen by a hash of their id) kept out of training; the TD error on
     them is logged as ``holdout/*`` so overfitting a small dataset shows."""
+    stream_buffer_rows: int = 10_000
+    """Streaming (``path`` a Parquet folder, Hub dataset repo id or URL): rows of whole episodes
+    per game in the shuffle buffer; transitions are shuffled within it. RAM per process is about
+    ``len(games) * (stream_prefetch_blocks + 2) * stream_buffer_rows * 7 KB``."""
+    stream_prefetch_blocks: int = 1
+    """Streaming: buffers per game read and decoded ahead in a background thread (0: none)."""
+    skip_bad_shards: bool = False
+    """Streaming: skip a shard that is missing, truncated or fails its checksum (logged, and
+    listed in every checkpoint's sampler state) instead of stopping with its name."""
+    read_retries: int = 4
+    """Streaming: retries of a failed remote shard read (Hub, URL), with exponential backoff."""
+    retry_wait_s: float = 1.0
+    """Streaming: the first wait between retries; each next wait doubles."""
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.holdout_fraction < 1.0, "data.holdout_fraction", "a fraction in [0, 1)", self.holdout_fraction)
+        _check(self.stream_buffer_rows >= 1, "data.stream_buffer_rows", "at least 1", self.stream_buffer_rows)
+        _check(self.stream_prefetch_blocks >= 0, "data.stream_prefetch_blocks", "a non-negative integer", self.stream_prefetch_blocks)
+        _check(self.read_retries >= 0, "data.read_retries", "a non-negative integer", self.read_retries)
+        _check(self.retry_wait_s >= 0.0, "data.retry_wait_s", "a non-negative number", self.retry_wait_s)
         _check(self.n_step >= 1, "data.n_step", "at least 1", self.n_step)
         _check(0.0 < self.gamma <= 1.0, "data.gamma", "a number in (0, 1]", self.gamma)
         _check(self.reward_clip >= 0.0, "data.reward_clip", "a non-negative number", self.reward_clip)

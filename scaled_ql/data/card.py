@@ -170,8 +170,9 @@ def render_parquet_card(meta: DatasetMetadata, parquet_meta: dict[str, Any]) -> 
         'frames = np.frombuffer(pong[0]["frame"], np.uint8).reshape(' f"{h}, {w})",
         "```",
         "",
-        "For training, convert back to the memory-mapped Arrow format with `scaled-ql data import-parquet` "
-        "(`scaled_ql.data.parquet.import_parquet`), or stream it with `scaled_ql.data.streaming.StreamingSampler`.",
+        "For training, stream it: `scaled-ql pretrain ... data.path=<repo id or folder>` reads each process's own shards "
+        "(`scaled_ql.data.streaming.StreamingSampler`); or convert it back to the memory-mapped Arrow format with "
+        "`scaled-ql data import-parquet` (`scaled_ql.data.parquet.import_parquet`).",
         "",
         *[s.rstrip() + "\n" for s in kept],
         "## Files",

@@ -292,6 +292,8 @@ class Sampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the next batches equal those of an uninterrupted sampler."""
+        if state.get("kind") == "streaming":
+            raise ValueError("sampler state is a streaming sampler's (Parquet shards), not a memory-mapped one's; resume with the data.path it was trained on")
         mine_global = self.batch_size * self.world_size
         for key, mine in (("global_batch_size", mine_global), ("games", list(self.store.games))):
             if key in state and state[key] != mine:

@@ -192,8 +192,9 @@ def iter_whole_episodes(tables: Iterable[pa.Table | pa.RecordBatch], where: str)
 # Reading shards
 
 
-def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``scaled_ql_parquet.json`` (format, version, games, listed shards exist)."""
+def read_parquet_metadata(parquet_dir: str | Path, check_files: bool = True) -> dict[str, Any]:
+    """Read and check ``scaled_ql_parquet.json`` (format, version, games, and with ``check_files``
+    that the listed shards exist)."""
     parquet_dir = Path(parquet_dir)
     meta_path = parquet_dir / PARQUET_METADATA_FILE
     if not parquet_dir.is_dir():
@@ -201,7 +202,17 @@ def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
     if not meta_path.is_file():
         hint = " (it is an Arrow dataset folder: export it with scaled-ql data export-parquet)" if (parquet_dir / METADATA_FILE).is_file() else ""
         raise DatasetFormatError(f"folder '{parquet_dir}' has no '{PARQUET_METADATA_FILE}': not a scaled_ql Parquet folder{hint}")
-    meta = read_format_json(meta_path, PARQUET_FORMAT)
+    meta = check_parquet_metadata(read_format_json(meta_path, PARQUET_FORMAT), str(meta_path))
+    for entry in meta["files"] if check_files else []:
+        if not (parquet_dir / entry["name"]).is_file():
+            raise DatasetFormatError(f"Parquet shard '{parquet_dir / entry['name']}' is missing (listed in '{meta_path}')")
+    meta["path"] = str(parquet_dir)
+    return meta
+
+
+def check_parquet_metadata(meta: dict[str, Any], meta_path: str) -> dict[str, Any]:
+    """Check the parsed ``scaled_ql_parquet.json`` (read from ``meta_path``, a path or a URL):
+    format version, required keys, games spelled as in the registry."""
     if meta.get("format_version") != PARQUET_VERSION:
         raise DatasetFormatError(f"'{meta_path}': format_version {meta.get('format_version')!r} is not supported (this scaled_ql reads version {PARQUET_VERSION})")
     for key in ("frame_shape", "games", "files"):
@@ -210,10 +221,6 @@ def read_parquet_metadata(parquet_dir: str | Path) -> dict[str, Any]:
     for game in meta["games"]:
         if canonical_game_name(game, f"'{meta_path}'") != game:
             raise DatasetFormatError(f"'{meta_path}': game {game!r} is not spelled as in the registry")
-    for entry in meta["files"]:
-        if not (parquet_dir / entry["name"]).is_file():
-            raise DatasetFormatError(f"Parquet shard '{parquet_dir / entry['name']}' is missing (listed in '{meta_path}')")
-    meta["path"] = str(parquet_dir)
     return meta
 
 
@@ -222,20 +229,40 @@ def shards_of(meta: dict[str, Any], game: str) -> list[Path]:
     return [Path(meta["path"]) / e["name"] for e in meta["files"] if e["game"] == game]
 
 
-def iter_shard_tables(file: str | Path | Any, frame_shape: Sequence[int], *, batch_rows: int = 1_024, where: str | None = None) -> Iterator[pa.Table]:
-    """Tables of whole episodes read from one Parquet shard (a path or an open binary file),
-    ``batch_rows`` rows at a time (joined up to the next episode end); frames stay ``binary``."""
+def iter_shard_tables(file: str | Path | Any, frame_shape: Sequence[int], *, batch_rows: int = 1_024, where: str | None = None,
+                      skip_rows: int = 0) -> Iterator[pa.Table]:
+    """Tables of whole episodes read from one Parquet shard (a path, an open binary file or a
+    ``pyarrow.BufferReader``), ``batch_rows`` rows at a time (joined up to the next episode end);
+    frames stay ``binary``. ``skip_rows`` (an episode's first row) starts there, reading from its
+    row group on."""
     where = where or f"Parquet shard '{file}'"
     try:
         reader = pq.ParquetFile(file)
     except (pa.ArrowInvalid, OSError) as err:
         raise DatasetFormatError(f"{where} is not a readable Parquet file (corrupt?): {err}") from None
     _check_parquet_schema(reader.schema_arrow, where)
-    batches = reader.iter_batches(batch_size=batch_rows, columns=list(COLUMNS))
+    groups = [reader.metadata.row_group(i).num_rows for i in range(reader.num_row_groups)]
+    if not 0 <= skip_rows <= sum(groups):
+        raise DatasetFormatError(f"{where}: cannot start at row {skip_rows}, the shard has {sum(groups)} rows")
+    first = 0
+    while first < len(groups) and skip_rows >= groups[first]:
+        skip_rows -= groups[first]
+        first += 1
+    batches = drop_rows(reader.iter_batches(batch_size=batch_rows, columns=list(COLUMNS), row_groups=range(first, len(groups))), skip_rows)
     try:
         yield from iter_whole_episodes(batches, where)
     except (pa.ArrowInvalid, OSError) as err:
         raise DatasetFormatError(f"{where} is not a readable Parquet file (corrupt?): {err}") from None
+
+
+def drop_rows(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` without their first ``rows`` rows."""
+    for batch in batches:
+        if rows >= batch.num_rows:
+            rows -= batch.num_rows
+            continue
+        yield batch.slice(rows) if rows else batch
+        rows = 0
 
 
 def _check_parquet_schema(schema: pa.Schema, where: str) -> None:

@@ -1,41 +1,53 @@
 """Stream n-step transitions from Parquet shards, for data larger than a disk or RAM.
 
-:class:`StreamingSampler` yields :class:`~scaled_ql.data.batch.Batch` es like
+:class:`StreamingSampler` draws :class:`~scaled_ql.data.batch.Batch` es like
 :class:`~scaled_ql.data.sampler.Sampler`, but reads the Parquet shards of
-:mod:`scaled_ql.data.parquet` (a local folder, or a Hub repo through ``datasets`` streaming)
-instead of a memory-mapped store, so nothing but the buffers sits on the machine.
+:mod:`scaled_ql.data.parquet` (a local or shared folder, a Hub dataset repo, an fsspec URL:
+:mod:`scaled_ql.data.shard_source`) instead of a memory-mapped store, so a node holds only its
+buffers. ``pretrain`` and ``finetune`` use it when ``data.path`` is such a source.
 
 What it guarantees:
 
 * **Same transitions.** Every transition is built by ``Sampler.batch_at`` itself, on a block of
-  whole episodes held in RAM (:class:`EpisodeBlock`), so frame stacks (zero-padded before an
-  episode's first frame, never crossing into another episode), n-step returns of clipped
-  rewards stopping at the episode's end, discount 0 after a terminal and bootstrapping after a
-  truncation are exactly those of the memory-mapped sampler.
-* **Per-game balance, per batch.** One buffer per game, each game read from its own shards:
-  every batch holds exactly ``batch_size / len(games)`` transitions of each game, games in the
-  order of ``games`` (as ``Sampler``). Balance is per batch, not per pass: each game loops over
-  its own shards independently, so a small game repeats more often than a large one.
+  whole episodes held in RAM (:class:`~scaled_ql.data.blocks.EpisodeBlock`), so frame stacks,
+  n-step returns of clipped rewards, discounts, truncation bootstrapping and ``mc_return`` (the
+  Monte-Carlo return-to-go Cal-QL uses) are exactly those of the memory-mapped sampler.
+* **Per-game balance, per batch.** One stream per game, each over its own shards: every batch
+  holds exactly ``batch_size / len(games)`` transitions of each game, in the order of ``games``.
+  Each game loops over its shards independently, so a small game repeats more often.
 * **Shuffling within a buffer.** A game's buffer is a block of whole episodes of at least
-  ``buffer_size`` rows (about 7 KB each; the last episode may overshoot). Its transitions are
-  served in a seeded random order, each once; then the next block is read. Transitions are
-  therefore uniform within a buffer, not over the whole data: make ``buffer_size`` as large as
-  RAM allows (total RAM about ``len(games) * buffer_size * 7 KB`` per process). In each pass
-  (epoch) every transition of the rank's shards is served exactly once; a buffer never spans
-  two passes. Local shards are visited in a new seeded order every pass.
-* **Ranks read disjoint shards.** Rank ``r`` of ``world_size`` reads shards ``r, r + W, ...`` of
-  every game (local folders), or those ``datasets.distributed.split_dataset_by_node`` with
-  ``strategy="shards"`` gives it (Hub / ``IterableDataset`` sources). A game with fewer shards
-  than ranks is an error (re-export with a smaller ``rows_per_shard``). Unlike ``Sampler``, the
-  data order depends on the world size.
-
-Not provided: exact resume of the stream (a restarted run starts its passes again with the
-same seed).
+  ``buffer_size`` rows (about 7 KB each). Its transitions are served in a seeded random order,
+  each once; then the next block. In each pass every transition of the rank's shards is served
+  exactly once; the rank's shards are visited in a new seeded order every pass. Transitions are
+  uniform within a buffer, not over the whole data: make ``buffer_size`` as large as RAM allows.
+* **Holdout split.** ``split="train"`` / ``"holdout"`` with ``holdout_fraction`` keeps whole
+  episodes on one side by the same hash of their id as ``Sampler``, whatever the shards.
+* **Ranks read disjoint shards.** Rank ``r`` of ``W`` reads shards ``r, r + W, ...`` of every
+  game. A game with fewer shards than ranks is an error naming it; with uneven shards (counts not
+  a multiple of ``W``, or shards of different sizes) ranks hold different amounts of a game and
+  each repeats its own at its own pace. The global batch is ``W`` times the rank's batch, each
+  balanced; which transitions it holds depends on ``W`` (unlike ``Sampler``).
+* **Exact resume.** :meth:`state_dict` (JSON) holds, per game, the cursor of the block being
+  served (pass, block number, position in the pass's shard order, row in that shard) and the
+  position in that block's order, plus the shards skipped. The orders are functions of the seed
+  and those counters (:mod:`scaled_ql.data.blocks`), so :meth:`load_state_dict` re-reads that
+  block and continues with the batches an uninterrupted sampler draws. A state resumes only on
+  the same world size and rank (each rank's shards and cursor are its own): another world size
+  is refused with a named error.
+* **Prefetching.** Each game's next ``prefetch`` blocks are read, checked and decoded in a
+  background thread while batches are drawn (order unchanged). RAM per process: about
+  ``len(games) * (prefetch + 2) * buffer_size * 7 KB`` (the block served, those queued, the one
+  being built), plus one compressed shard per game being read.
+* **Faults.** A shard that is missing, truncated or fails its sha256 when the stream reaches it
+  raises :class:`~scaled_ql.data.shard_source.ShardReadError` naming it; with
+  ``skip_bad_shards`` it is skipped, logged, and listed in the state (so in every checkpoint). A
+  remote read that keeps failing is retried with backoff, then stops naming the shard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -44,63 +56,14 @@ import numpy as np
 import pyarrow as pa
 
 from scaled_ql.data.batch import Batch
+from scaled_ql.data.blocks import Block, BlockPrefetcher, EpisodeBlock, GameBlocks, Shard
 from scaled_ql.data.schema import DatasetFormatError, canonical_game_name
-from scaled_ql.data.shards import PARQUET_METADATA_FILE, binary_to_frames, iter_shard_tables, iter_whole_episodes, read_parquet_metadata, shards_of
-from scaled_ql.data.sampler import Sampler
+from scaled_ql.data.shard_source import ShardSource
+from scaled_ql.data.shards import drop_rows, iter_shard_tables, iter_whole_episodes
 
-# A source of one game's rows for one rank: a list of shard readers, each a callable that
-# returns an iterator of tables of whole episodes (frames as ``binary``).
-ShardReader = Callable[[], Iterable[pa.Table]]
+__all__ = ["StreamingSampler", "EpisodeBlock", "rank_shards", "open_hub_games"]
 
-
-class EpisodeBlock:
-    """Whole episodes of one game in RAM, readable by ``Sampler`` like a one-game ``ReplayStore``.
-
-    Holds the attributes ``Sampler`` and ``Sampler.batch_at`` read from a store (``games``,
-    ``paths``, ``action``, ``reward``, ``terminal``, ``truncated``, ``episode_id``, ``step``,
-    ``game_id`` (all 0), ``episode_start``, ``episode_end``, ``valid_starts``, ``gather_frames``),
-    with frames in one uint8 array ``[N, H, W]``.
-    """
-
-    def __init__(self, game: str, tables: Sequence[pa.Table], frame_shape: Sequence[int], where: str) -> None:
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        self.games = (game,)
-        self.paths = (where,)
-        self.frame_shape = tuple(int(x) for x in frame_shape)
-        self.frames = np.ascontiguousarray(binary_to_frames(table.column("frame"), self.frame_shape, where))
-        col = lambda name, dtype: table.column(name).to_numpy().astype(dtype, copy=False)  # noqa: E731
-        self.action = col("action", np.int32)
-        self.reward = col("reward", np.float32)
-        self.terminal = col("terminal", np.bool_)
-        self.truncated = col("truncated", np.bool_)
-        self.episode_id = col("episode_id", np.int64)
-        self.step = col("step", np.int32)
-        games_here = table.column("game").unique().to_pylist()
-        if games_here != [game]:
-            raise DatasetFormatError(f"{where}: holds rows of {sorted(games_here)}, expected only '{game}'")
-        self.game_id = np.zeros(len(self.action), np.int16)
-        ends = np.flatnonzero(self.terminal | self.truncated)
-        if ends.size == 0 or ends[-1] != len(self.action) - 1:
-            raise DatasetFormatError(f"{where}: a block does not end with a whole episode")  # pragma: no cover - the reader checks
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        lengths = ends - starts + 1
-        self.episode_start = np.repeat(starts, lengths).astype(np.int64)
-        self.episode_end = np.repeat(ends, lengths).astype(np.int64)
-        self.num_episodes = int(ends.size)
-
-    def __len__(self) -> int:
-        return int(self.action.shape[0])
-
-    @property
-    def is_last_row(self) -> np.ndarray:
-        return self.terminal | self.truncated
-
-    def valid_starts(self, game_id: int = 0) -> np.ndarray:
-        # Not an episode's last row, nor a context row (negative step; see scaled_ql.data.schema).
-        return np.flatnonzero(~self.is_last_row & (self.step >= 0)) if game_id == 0 else np.zeros(0, np.int64)
-
-    def gather_frames(self, rows: np.ndarray) -> np.ndarray:
-        return self.frames[np.asarray(rows)]
+STATE_KIND = "streaming"
 
 
 def _concat_batches(parts: Sequence[Batch]) -> Batch:
@@ -114,170 +77,153 @@ def _concat_batches(parts: Sequence[Batch]) -> Batch:
 
 
 class _GameStream:
-    """One game's transitions for this rank: pass after pass over its shards, a buffer at a time."""
+    """One game's transitions for this rank: the block being served and the position in it."""
 
-    def __init__(self, game: str, game_index: int, readers: Sequence[ShardReader], frame_shape, sampler_kw: dict[str, Any],
-                 buffer_size: int, rng: np.random.Generator, shuffle_shards: bool, epochs: int | None, where: str) -> None:
-        self.game, self.game_index, self.readers, self.frame_shape = game, game_index, list(readers), frame_shape
-        self.sampler_kw, self.buffer_size, self.rng = sampler_kw, buffer_size, rng
-        self.shuffle_shards, self.epochs, self.where = shuffle_shards, epochs, where
-        self.epoch = 0
-        self.blocks_read = 0
-        self._blocks = self._iter_blocks()
-        self._sampler: Sampler | None = None
-        self._order = np.zeros(0, np.int64)
-        self._pos = 0
+    def __init__(self, blocks: GameBlocks, game_index: int, prefetch: int, prefetchers: list[BlockPrefetcher]) -> None:
+        self.blocks, self.game_index, self.prefetch, self._prefetchers = blocks, game_index, prefetch, prefetchers
+        self.cursor: dict[str, int] | None = None  # of the block being served; None before the first
+        self.pos = 0
+        self._block: Block | None = None
+        self._feed: BlockPrefetcher | None = None
 
-    def _iter_blocks(self) -> Iterator[EpisodeBlock]:
-        while self.epochs is None or self.epoch < self.epochs:
-            order = self.rng.permutation(len(self.readers)) if self.shuffle_shards else np.arange(len(self.readers))
-            pending: list[pa.Table] = []
-            rows = 0
-            for i in order.tolist():
-                for table in self.readers[i]():
-                    pending.append(table)
-                    rows += table.num_rows
-                    if rows >= self.buffer_size:
-                        yield EpisodeBlock(self.game, pending, self.frame_shape, self.where)
-                        pending, rows = [], 0
-            if pending:
-                yield EpisodeBlock(self.game, pending, self.frame_shape, self.where)
-            elif self.blocks_read == 0:
-                raise DatasetFormatError(f"{self.where}: game '{self.game}' has no rows for this rank")
-            self.epoch += 1
+    def restart(self, cursor: dict[str, int] | None, pos: int) -> None:
+        if self._feed is not None:
+            self._feed.close()
+        self.cursor, self.pos, self._block, self._feed = cursor, pos, None, None
 
-    def _next_block(self) -> bool:
-        block = next(self._blocks, None)
+    def _advance(self) -> bool:
+        resuming = self._feed is None
+        if resuming:
+            self._feed = BlockPrefetcher(self.blocks.blocks(**(self.cursor or {})), self.prefetch, f"prefetch {self.blocks.game}")
+            self._prefetchers.append(self._feed)
+        block = self._feed.next()
         if block is None:
             return False
-        self.blocks_read += 1
-        self._sampler = Sampler(block, 1, **self.sampler_kw)  # type: ignore[arg-type]  # EpisodeBlock reads like a store
-        starts = block.valid_starts(0)
-        self._order = starts[self.rng.permutation(starts.size)]
-        self._pos = 0
+        if resuming and self.cursor is not None and block.cursor != self.cursor:
+            raise DatasetFormatError(f"{self.blocks.where}: game '{self.blocks.game}': the saved stream position {self.cursor} "
+                                     f"is not where a block starts in these shards (found {block.cursor}); were they re-exported?")
+        if not (resuming and self.cursor is not None):
+            self.pos = 0
+        self._block, self.cursor = block, block.cursor
         return True
 
     def take(self, n: int) -> Batch | None:
         """The next ``n`` transitions (None once the last pass is spent)."""
         parts = []
         while n > 0:
-            if self._pos >= self._order.size and not self._next_block():
+            if (self._block is None or self.pos >= self._block.order.size) and not self._advance():
                 return None
-            rows = self._order[self._pos : self._pos + n]
-            self._pos += rows.size
+            rows = self._block.order[self.pos : self.pos + n]  # type: ignore[union-attr]
+            self.pos += rows.size
             n -= rows.size
-            batch = self._sampler.batch_at(rows)  # type: ignore[union-attr]
+            batch = self._block.sampler.batch_at(rows)  # type: ignore[union-attr]
             batch.game[:] = self.game_index
             parts.append(batch)
         return _concat_batches(parts)
 
+    def state(self) -> dict[str, Any]:
+        return {"game": self.blocks.game, "shards": [s.name for s in self.blocks.shards], "cursor": self.cursor, "pos": self.pos}
+
+
+def _close_all(prefetchers: list[BlockPrefetcher]) -> None:
+    for p in prefetchers:
+        p.close()
+
 
 class StreamingSampler:
-    """Iterable of :class:`Batch` es of ``batch_size`` transitions streamed from Parquet shards.
+    """Batches of ``batch_size`` transitions streamed from shards: :meth:`sample`, or iterate.
 
     Args:
-        sources: game -> this rank's shard readers (see :meth:`from_parquet`,
-            :meth:`from_iterable_datasets`); the mapping's order fixes the game ids.
+        sources: game -> this rank's shards (see :meth:`from_parquet`); the order fixes game ids.
         batch_size: this rank's batch, a multiple of the number of games.
         frame_shape: (H, W) of the frames.
         buffer_size: rows per game buffer (see the module docstring).
         epochs: passes over the data (None: forever).
         shuffle_shards: visit this rank's shards of a game in a new seeded order every pass.
+        split, holdout_fraction: ``"all"``, or the ``"train"`` / ``"holdout"`` episodes (as ``Sampler``).
+        prefetch: blocks built ahead per game in a background thread (0: none).
+        skip_bad_shards: skip (and record) unreadable shards instead of stopping.
 
     ``n_step``, ``gamma``, ``reward_clip``, ``frame_stack`` as for :class:`Sampler`.
     """
 
-    def __init__(
-        self,
-        sources: Mapping[str, Sequence[ShardReader]],
-        batch_size: int,
-        *,
-        frame_shape: Sequence[int] = (84, 84),
-        n_step: int = 3,
-        gamma: float = 0.99,
-        reward_clip: float = 1.0,
-        frame_stack: int = 4,
-        buffer_size: int = 10_000,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        epochs: int | None = None,
-        shuffle_shards: bool = True,
-        where: str = "streamed dataset",
-    ) -> None:
+    def __init__(self, sources: Mapping[str, Sequence[Shard]], batch_size: int, *, frame_shape: Sequence[int] = (84, 84),
+                 n_step: int = 3, gamma: float = 0.99, reward_clip: float = 1.0, frame_stack: int = 4, buffer_size: int = 10_000,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, epochs: int | None = None, shuffle_shards: bool = True,
+                 split: str = "all", holdout_fraction: float = 0.0, prefetch: int = 1, skip_bad_shards: bool = False,
+                 where: str = "streamed dataset", source: dict[str, Any] | None = None) -> None:
         self.games = tuple(sources)
         if not self.games:
             raise ValueError("StreamingSampler needs at least one game")
         if batch_size < 1 or batch_size % len(self.games):
             raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of games ({len(self.games)}: {list(self.games)}) so every batch is balanced")
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be positive, found {buffer_size}")
+        if buffer_size < 1 or prefetch < 0:
+            raise ValueError(f"buffer_size must be positive and prefetch non-negative, found {buffer_size} and {prefetch}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.sources = {g: list(r) for g, r in sources.items()}
+        if split not in ("all", "train", "holdout") or not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"split must be 'all', 'train' or 'holdout' and holdout_fraction in [0, 1), found {split!r} and {holdout_fraction}")
         self.batch_size = int(batch_size)
         self.per_game = self.batch_size // len(self.games)
         self.frame_shape = tuple(int(x) for x in frame_shape)
-        self.sampler_kw = {"n_step": n_step, "gamma": gamma, "reward_clip": reward_clip, "frame_stack": frame_stack}
-        self.buffer_size = int(buffer_size)
+        self.buffer_size, self.prefetch = int(buffer_size), int(prefetch)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.epochs = epochs
-        self.shuffle_shards = shuffle_shards
+        self.split, self.holdout_fraction = split, float(holdout_fraction)
         self.where = where
+        self.source = source or {"kind": "shards", "location": where}
+        self.batches_drawn = 0
+        sampler_kw = {"n_step": n_step, "gamma": gamma, "reward_clip": reward_clip, "frame_stack": frame_stack}
+        self._prefetchers: list[BlockPrefetcher] = []
+        self._streams = [
+            _GameStream(GameBlocks(game, list(shards), self.frame_shape, sampler_kw, self.buffer_size, (self.seed, self.rank, self.world_size, i),
+                                   where, shuffle_shards, epochs, split, self.holdout_fraction, skip_bad_shards), i, self.prefetch, self._prefetchers)
+            for i, (game, shards) in enumerate(sources.items())
+        ]
+        self._finalizer = weakref.finalize(self, _close_all, self._prefetchers)  # stop the threads with the sampler
 
     # ------------------------------------------------------------------------------------------
     # Sources
 
     @classmethod
-    def from_parquet(
-        cls,
-        path: str | Path,
-        games: Sequence[str] | None,
-        batch_size: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        split: str = "train",
-        **kwargs: Any,
-    ) -> "StreamingSampler":
-        """Stream a Parquet folder written by :func:`~scaled_ql.data.parquet.export_parquet`, or a
-        Hub dataset repo id holding one (read through ``datasets.load_dataset(..., streaming=True)``,
-        one config per game). ``games`` defaults to all games of the folder."""
-        path_ = Path(path)
-        if not (path_ / PARQUET_METADATA_FILE).is_file():
-            if path_.exists():
-                read_parquet_metadata(path_)  # raises, naming what is wrong
-            if games is None:
-                raise ValueError(f"streaming '{path}' from the Hub: pass the games to read (one config per game)")
-            return cls.from_iterable_datasets(open_hub_games(str(path), games, split=split), batch_size, rank=rank, world_size=world_size,
-                                              where=f"dataset '{path}'", **kwargs)
-        meta = read_parquet_metadata(path_)
-        frame_shape = tuple(int(x) for x in meta["frame_shape"])
-        names = list(meta["games"]) if games is None else [canonical_game_name(g, f"streaming '{path}'") for g in games]
+    def from_parquet(cls, location: str | Path | ShardSource, games: Sequence[str] | None, batch_size: int, *, rank: int = 0,
+                     world_size: int = 1, retries: int = 4, retry_wait_s: float = 1.0, **kwargs: Any) -> "StreamingSampler":
+        """Stream a Parquet folder written by :func:`~scaled_ql.data.parquet.export_parquet`: a local
+        path, a Hub dataset repo id (``user/name[@revision]``) or an fsspec URL (see
+        :mod:`scaled_ql.data.shard_source`), or an open :class:`ShardSource`. ``games`` defaults to
+        all games of the folder; this rank reads its own shards of each (:func:`rank_shards`)."""
+        source = location if isinstance(location, ShardSource) else ShardSource(
+            location, retries=retries, retry_wait_s=retry_wait_s, check_files=not kwargs.get("skip_bad_shards", False))
+        where = f"Parquet {'folder' if source.kind == 'parquet' else 'source'} '{source.location}'"
+        names = source.games if games is None else [canonical_game_name(g, f"streaming {where}") for g in games]
         sources = {}
         for game in names:
-            if game not in meta["games"]:
-                raise DatasetFormatError(f"Parquet folder '{path}' has no game '{game}' (it holds {list(meta['games'])})")
-            mine = rank_shards(shards_of(meta, game), rank, world_size, f"Parquet folder '{path}', game '{game}'")
-            sources[game] = [_local_reader(f, frame_shape) for f in mine]
-        return cls(sources, batch_size, frame_shape=frame_shape, rank=rank, world_size=world_size, where=f"Parquet folder '{path}'", **kwargs)
+            if game not in source.games:
+                raise DatasetFormatError(f"{where} has no game '{game}' (it holds {source.games})")
+            mine = rank_shards(source.shards(game), rank, world_size, f"{where}, game '{game}'")
+            sources[game] = [Shard(e["name"], _shard_opener(source, e)) for e in mine]
+        return cls(sources, batch_size, frame_shape=source.frame_shape, rank=rank, world_size=world_size, where=where,
+                   source={"kind": source.kind, "location": source.location, "root": source.root}, **kwargs)
 
     @classmethod
-    def from_iterable_datasets(
-        cls,
-        datasets_by_game: Mapping[str, Any],
-        batch_size: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        frame_shape: Sequence[int] = (84, 84),
-        read_rows: int = 1_024,
-        **kwargs: Any,
-    ) -> "StreamingSampler":
+    def from_config(cls, location: str | Path | ShardSource, games: Sequence[str], data_cfg: Any, batch_size: int, *, frame_stack: int = 4,
+                    seed: int = 0, rank: int = 0, world_size: int = 1, split: str = "all") -> "StreamingSampler":
+        """Build from a :class:`scaled_ql.config.DataConfig` (transition settings, holdout, the
+        ``stream_*`` settings), as :meth:`Sampler.from_config`."""
+        holdout = data_cfg.holdout_fraction
+        return cls.from_parquet(
+            location, games, batch_size, rank=rank, world_size=world_size, retries=data_cfg.read_retries,
+            retry_wait_s=data_cfg.retry_wait_s, n_step=data_cfg.n_step, gamma=data_cfg.gamma, reward_clip=data_cfg.reward_clip,
+            frame_stack=frame_stack, seed=seed, buffer_size=data_cfg.stream_buffer_rows, prefetch=data_cfg.stream_prefetch_blocks,
+            skip_bad_shards=data_cfg.skip_bad_shards, split=split if holdout > 0 else "all", holdout_fraction=holdout,
+        )
+
+    @classmethod
+    def from_iterable_datasets(cls, datasets_by_game: Mapping[str, Any], batch_size: int, *, rank: int = 0, world_size: int = 1,
+                               frame_shape: Sequence[int] = (84, 84), read_rows: int = 1_024, **kwargs: Any) -> "StreamingSampler":
         """Stream ``datasets.IterableDataset`` s, one per game (e.g. ``load_dataset(repo, game,
-        streaming=True, split="train")``), each split across ranks by
-        ``split_dataset_by_node(..., strategy="shards")`` (a shard = a file of whole episodes).
-        Shards are read in the dataset's order every pass; ``frame_shape`` is (H, W) of the frames."""
+        streaming=True, split="train")``), each split across ranks by ``split_dataset_by_node(...,
+        strategy="shards")``. Each rank's part is one shard, read in the dataset's order; resuming
+        re-reads it up to the saved row. Prefer :meth:`from_parquet` (shuffled shard order, checksums)."""
         from datasets.distributed import split_dataset_by_node  # heavy (about a second to import): loaded when first needed
 
         sources = {}
@@ -287,42 +233,104 @@ class StreamingSampler:
                 raise DatasetFormatError(f"{where}: {ds.num_shards} shard(s), fewer than world_size {world_size}: every rank must read its own shards (re-export with a smaller rows_per_shard)")
             mine = split_dataset_by_node(ds, rank=rank, world_size=world_size, strategy="shards") if world_size > 1 else ds
 
-            def reader(mine=mine, where=where) -> Iterator[pa.Table]:
-                return iter_whole_episodes(mine.with_format("arrow").iter(batch_size=read_rows), where)
+            def opener(skip: int, mine=mine, where=where) -> Iterator[pa.Table]:
+                batches = mine.with_format("arrow").iter(batch_size=read_rows)
+                return iter_whole_episodes(drop_rows(batches, skip), where)
 
-            sources[canonical_game_name(game, where)] = [reader]
+            sources[canonical_game_name(game, where)] = [Shard(where, opener)]
         return cls(sources, batch_size, frame_shape=frame_shape, rank=rank, world_size=world_size, shuffle_shards=False, **kwargs)
 
     # ------------------------------------------------------------------------------------------
 
+    def _next(self) -> Batch | None:
+        parts = [s.take(self.per_game) for s in self._streams]
+        if any(p is None for p in parts):
+            return None
+        self.batches_drawn += 1
+        return _concat_batches(parts)  # type: ignore[arg-type]
+
+    def sample(self) -> Batch:
+        """The next batch (``batch_size / len(games)`` transitions of each game)."""
+        batch = self._next()
+        if batch is None:
+            raise ValueError(f"{self.where}: the stream is spent (its last pass ended after {self.batches_drawn} batches)")
+        return batch
+
     def __iter__(self) -> Iterator[Batch]:
         """Batches until the last pass of some game is spent (forever when ``epochs`` is None)."""
-        streams = []
-        for i, (game, readers) in enumerate(self.sources.items()):
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank, self.world_size, i])))
-            streams.append(_GameStream(game, i, readers, self.frame_shape, self.sampler_kw, self.buffer_size, rng,
-                                       self.shuffle_shards, self.epochs, self.where))
-        while True:
-            parts = [s.take(self.per_game) for s in streams]
-            if any(p is None or len(p) < self.per_game for p in parts):
-                return
-            yield _concat_batches(parts)  # type: ignore[arg-type]
+        while (batch := self._next()) is not None:
+            yield batch
+
+    def close(self) -> None:
+        """Stop the prefetching threads (also done when the sampler is garbage-collected). Drawing
+        again afterwards re-reads each game's current block and continues where it was."""
+        for stream in self._streams:
+            stream.restart(stream.cursor, stream.pos)
+        _close_all(self._prefetchers)
+        self._prefetchers.clear()
+
+    @property
+    def skipped_shards(self) -> list[dict[str, str]]:
+        return [s for stream in self._streams for s in stream.blocks.skipped]
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable: every game's block cursor and position, the settings that fix the
+        order, and the shards skipped so far."""
+        return {
+            "kind": STATE_KIND, "source": self.source, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+            "batch_size": self.batch_size, "global_batch_size": self.batch_size * self.world_size, "games": list(self.games),
+            "buffer_rows": self.buffer_size, "split": self.split, "holdout_fraction": self.holdout_fraction,
+            "batches_drawn": self.batches_drawn, "streams": [s.state() for s in self._streams], "skipped_shards": self.skipped_shards,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the next batches equal those of an uninterrupted sampler.
+        Refuses (naming both values) a state of another world size, rank, batch, seed, buffer or shards."""
+        if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
+            found = state.get("kind", "a memory-mapped sampler's") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"sampler state is {found!r} state, not a streaming sampler's: the checkpoint read its data from another "
+                             f"kind of source than {self.where}; resume with the data.path it was trained on")
+        if state.get("world_size") != self.world_size:
+            raise ValueError(f"sampler state was saved by a run of {state.get('world_size')} process(es), this run has {self.world_size}: "
+                             "a streamed run resumes exactly only on the same number of processes (each rank's shards and "
+                             f"cursor are its own). Resume with {state.get('world_size')} processes (dist.world_size), or "
+                             "import the shards into an Arrow folder (scaled-ql data import-parquet) and train from that")
+        mine = {"rank": self.rank, "global_batch_size": self.batch_size * self.world_size, "games": list(self.games), "seed": self.seed,
+                "buffer_rows": self.buffer_size, "split": self.split}
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(f"sampler state has {key}={state.get(key)!r} but this sampler has {key}={value!r}; the resumed batches would differ")
+        for stream, saved in zip(self._streams, state["streams"]):
+            names = [s.name for s in stream.blocks.shards]
+            if saved["shards"] != names:
+                raise ValueError(f"sampler state: game '{stream.blocks.game}' read shards {saved['shards']} on rank {self.rank}, "
+                                 f"{self.where} now gives it {names}; resume with the shards it was trained on")
+        self.close()
+        for stream, saved in zip(self._streams, state["streams"]):
+            stream.restart(saved["cursor"], int(saved["pos"]))
+            stream.blocks.skipped[:] = [s for s in state.get("skipped_shards", []) if s["game"] == stream.blocks.game]
+        self.batches_drawn = int(state["batches_drawn"])
 
 
-def rank_shards(shards: Sequence[Path], rank: int, world_size: int, where: str) -> list[Path]:
+def rank_shards(shards: Sequence[Any], rank: int, world_size: int, where: str) -> list[Any]:
     """Rank ``rank``'s shards: ``shards[rank::world_size]``; an error if some rank would get none."""
     if len(shards) < world_size:
-        raise DatasetFormatError(f"{where}: {len(shards)} shard(s), fewer than world_size {world_size}: every rank must read its own shards (re-export with a smaller rows_per_shard)")
+        raise DatasetFormatError(f"{where}: {len(shards)} shard(s), fewer than world_size {world_size}: every rank must read its own "
+                                 "shards (re-export with a smaller --rows-per-shard, at most the game's rows / world_size)")
     return list(shards[rank::world_size])
 
 
-def _local_reader(file: Path, frame_shape) -> ShardReader:
-    return lambda: iter_shard_tables(file, frame_shape)
+def _shard_opener(source: ShardSource, entry: dict[str, Any]):
+    def open_at(skip: int) -> Iterator[pa.Table]:
+        data = source.read_shard(entry)  # whole, checked against its size and sha256
+        return iter_shard_tables(pa.BufferReader(data), source.frame_shape, where=f"Parquet shard '{source.url(entry['name'])}'", skip_rows=skip)
+    return open_at
 
 
 def open_hub_games(repo_id: str, games: Sequence[str], *, split: str = "train", **load_kwargs: Any) -> dict[str, Any]:
     """``datasets.load_dataset(repo_id, game, split=split, streaming=True)`` for every game (the
-    Parquet card has one config per game). Works for a local Parquet folder too."""
+    Parquet card has one config per game), for :meth:`StreamingSampler.from_iterable_datasets`.
+    Works for a local Parquet folder too."""
     from datasets import load_dataset  # heavy (about a second to import): loaded when first needed
 
     return {g: load_dataset(repo_id, g, split=split, streaming=True, **load_kwargs) for g in games}

@@ -9,6 +9,8 @@ the loop sees only the narrow :class:`~scaled_ql.train.parallel.Distribution` in
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,12 @@ from tqdm.auto import tqdm
 from scaled_ql.config import ConfigError, ExperimentConfig, load_config_json
 from scaled_ql.data.augment import augment_batch
 from scaled_ql.data.prefetch import Prefetcher
-from scaled_ql.data.sampler import Sampler
-from scaled_ql.data.store import ReplayStore
 from scaled_ql.eval.hook import plot_curves, run_evaluation
 from scaled_ql.losses.algorithms import Algorithm, check_algorithm, make_algorithm
 from scaled_ql.models import MultiGameQNetwork, build_model, count_parameters
-from scaled_ql.train.checkpoint import (LoadedState, check_compatible, check_same_dataset, dataset_fingerprint,
-                                       find_resumable_checkpoint, latest_checkpoint, load_checkpoint, load_optimizer,
-                                       save_checkpoint)
+from scaled_ql.train.checkpoint import (LoadedState, check_compatible, check_same_dataset, find_resumable_checkpoint,
+                                       latest_checkpoint, load_checkpoint, load_optimizer, save_checkpoint)
+from scaled_ql.train.data_source import open_data_source
 from scaled_ql.train.finetune import init_from_pretrained
 from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loop, stop_on_signals, stop_requested
 from scaled_ql.train.online import OnlinePart
@@ -93,7 +93,10 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool, dist: Distribution) ->
         check_compatible(load_config_json(saved), cfg, where=str(saved))
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(cfg.to_json())
+        # Written whole or not at all: the other processes of a resumed run read it meanwhile.
+        partial = saved.with_name(".config.json.tmp")
+        partial.write_text(cfg.to_json())
+        os.replace(partial, saved)
     dist.barrier()
     return run_dir
 
@@ -125,17 +128,10 @@ class _Run:
         self.cfg, self.dist, self.topo = cfg, dist, topo
         device = dist.device
         torch.manual_seed(cfg.seed)
-        store = ReplayStore(cfg.data.path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
-        expected = (cfg.env.frame_size, cfg.env.frame_size)
-        if tuple(store.frame_shape) != expected:
-            raise ConfigError(f"dataset '{cfg.data.path}' holds frames of shape {tuple(store.frame_shape)}, but config key "
-                              f"'env.frame_size' expects {expected}")
-        self.sampler = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
-                                           seed=cfg.seed, rank=topo.rank, world_size=topo.world_size, split="train")
-        self.holdout = None
-        if cfg.data.holdout_fraction > 0:  # its own stream: drawing from it never changes the training batches
-            self.holdout = Sampler.from_config(store, cfg.data, topo.per_device_batch, frame_stack=cfg.env.frame_stack,
-                                               seed=cfg.seed + 1, rank=topo.rank, world_size=topo.world_size, split="holdout")
+        # data.path alone picks the source: a memory-mapped Arrow folder, or Parquet shards streamed
+        # (a local or shared folder, a Hub dataset repo, a URL); the checkpoints record which.
+        self.data = open_data_source(cfg, topo)
+        self.sampler, self.holdout = self.data.sampler, self.data.holdout
         # Online fine-tuning: the mix draws exactly the configured offline share of every batch.
         self.online = OnlinePart(cfg, self.sampler, topo) if cfg.online.enabled else None
         self.prefetcher: Prefetcher | None = None  # started by the loop, after any resume
@@ -145,8 +141,12 @@ class _Run:
         self.step, self.last_ckpt, loaded = 0, None, None
         found, notes = find_resumable_checkpoint(self.run_dir) if resume else (None, [])
         for note in notes if dist.is_main else []:
-            tqdm.write(note)
-        self.dataset = dataset_fingerprint(store.metadata)
+            tqdm.write(note, file=sys.stderr)
+        self.dataset = self.data.fingerprint
+        if dist.is_main:
+            tqdm.write(f"data: {self.data.kind} source '{self.data.location}'"
+                       + (" (streamed: each process reads its own shards)" if self.data.streaming else " (memory-mapped)"),
+                       file=sys.stderr)  # status on stderr, beside the progress bar: stdout holds results
         if found is not None:
             loaded = load_checkpoint(found, cfg, model, self.target, rank=topo.rank)
             check_same_dataset(found, loaded.meta, self.dataset)
@@ -160,30 +160,28 @@ class _Run:
 
     def _resume(self, found: Path, loaded: LoadedState) -> None:
         load_optimizer(found, loaded, self.optimizer, self.topo.rank, self.topo.world_size)
-        # The index stream is global (every rank holds the same state), so a run saved by N
-        # processes resumes on M with the same global batches.
-        self.sampler.load_state_dict(loaded.meta["ranks"][0]["sampler"])
-        if self.holdout is not None:
-            self.holdout.load_state_dict(loaded.meta["ranks"][0]["holdout_sampler"])
+        # Memory-mapped: the index stream is global (every rank holds the same state), so a run saved
+        # by N processes resumes on M with the same global batches. Streamed: each rank its own.
+        self.data.load_state_dict(loaded.meta["ranks"], self.topo.rank, found)
         if self.online is not None:
             self.online.load(found, loaded, self.topo)
         if self.dist.is_main:
             tqdm.write(f"resumed {self.run_dir} from {found} at step {self.step}"
                        + (f" (saved by {loaded.world_size} processes, resumed by {self.topo.world_size})"
-                          if loaded.world_size != self.topo.world_size else ""))
+                          if loaded.world_size != self.topo.world_size else ""), file=sys.stderr)
 
     def checkpoint(self, at: int) -> Path:
-        online, holdout = self.online, self.holdout
-        sampler_state = self.prefetcher.state_dict() if self.prefetcher is not None else self.sampler.state_dict()
-        state = {"sampler": sampler_state, "dataset": self.dataset,
-                 **({"holdout_sampler": holdout.state_dict()} if holdout else {}), **(online.state_dict() if online else {})}
+        online = self.online
+        # With the prefetch thread drawing ahead, the state to save is the one after the last batch taken.
+        taken = self.prefetcher.state_dict() if self.prefetcher is not None else None
+        state = {**self.data.state_dict(sampler_state=taken), **(online.state_dict() if online else {})}
         self.last_ckpt = save_checkpoint(self.run_dir, at, self.cfg, self.net, self.target, self.optimizer, state, self.dist,
                                          write_rank_files=online.save_store if online else None)
         return self.last_ckpt
 
     def evaluate(self, name: str, writer: SummaryWriter | None, progress: bool, baselines: bool = False) -> dict[str, Any]:
         return run_evaluation(self.cfg, self.net, self.dist.device, self.run_dir / "eval" / name, writer, self.step, progress,
-                              self.sampler, baselines=baselines, learns_values=self.algorithm.learns_values)
+                              self.data.eval_sampler, baselines=baselines, learns_values=self.algorithm.learns_values)
 
     def start_drawing(self) -> None:
         """Batches from here on come from the prefetch thread (``train.prefetch``), or are drawn in the loop."""
