@@ -17,8 +17,10 @@ at each phase boundary, and reports after a warm-up:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import statistics
 import tempfile
 import time
@@ -143,6 +145,11 @@ def d3rlpy_fit_rate(cfg: ExperimentConfig, *, steps: int) -> dict[str, Any]:
     two epochs of ``steps`` updates, the first a warm-up, the second timed."""
     import d3rlpy  # optional, heavy: the peer's own dependency (a benchmark extra, never a runtime one)
 
+    with contextlib.redirect_stdout(sys.stderr):  # d3rlpy logs to stdout; the report is this command's stdout
+        return _d3rlpy_fit_rate(d3rlpy, cfg, steps)
+
+
+def _d3rlpy_fit_rate(d3rlpy, cfg: ExperimentConfig, steps: int) -> dict[str, Any]:
     dataset = export_mdp_dataset(cfg.data.path, cfg.games[0], cfg.env.frame_stack)
     algo = make_d3rlpy_cql(cfg)
     fitter = algo.fitter(dataset, n_steps=2 * steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
