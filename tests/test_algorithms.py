@@ -232,3 +232,34 @@ def test_every_algorithm_trains_on_the_passes_and_heads_it_declares(algorithm, c
     assert torch.isfinite(loss) and torch.equal(metrics["loss/total"], loss.detach())
     loss.backward()
     assert next(model.backbone.parameters()).grad is not None
+
+
+def test_without_dr3_s_prime_runs_without_gradient_and_the_update_is_the_same():
+    """With ``loss.dr3_coef=0`` the loss sends no gradient through the online network on s', so the
+    step reads s' without gradient (half the backward); the loss and every gradient equal those of
+    the one pass over s and s' that DR3 needs."""
+    from scaled_ql.losses import make_algorithm
+    from scaled_ql.train.step import compute_loss
+
+    cfg = load_config(None, ["games=[Pong, Breakout]", "model.feature_dim=16", "loss.dr3_coef=0", "loss.cql_alpha=1.0",
+                             "train.batch_size=4"])
+    torch.manual_seed(0)
+    model, target = build_model(cfg), build_model(cfg)
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    batch = TorchBatch(obs=obs, next_obs=obs.flip(0), action=t([0, 1, 2, 1]).long(), reward=t([1.0, 0.0, 0.0, -1.0]),
+                       discount=t([0.99, 0.99, 0.0, 0.99]), game=t([0, 0, 1, 1]).long(), groups=((0, 1), 2))
+    algo = make_algorithm(cfg)
+    assert algo.next_online_grad is False and make_algorithm(load_config(None, ["loss.dr3_coef=0.03"])).next_online_grad
+
+    class OnePass(type(algo)):
+        next_online_grad = True
+
+    results = []
+    for a in (algo, OnePass(algo.loss)):
+        model.zero_grad()
+        loss, _ = compute_loss(model, target, batch, a)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], rtol=1e-5, atol=1e-6, msg=name)

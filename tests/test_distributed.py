@@ -50,9 +50,10 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_two_process_ddp_matches_one_process(tmp_path, debug_dataset):
+@pytest.mark.parametrize("dr3", ["0.03", "0"])  # 0: the online network reads s' in a pass of its own, without gradient
+def test_two_process_ddp_matches_one_process(tmp_path, debug_dataset, dr3):
     common = [f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=8", "train.batch_size=8",
-              "train.log_every=1", "train.checkpoint_every=8", "train.lr=1e-3"]
+              "train.log_every=1", "train.checkpoint_every=8", "train.lr=1e-3", f"loss.dr3_coef={dr3}"]
     one = pretrain(debug_config(tmp_path / "one", *common), progress=False)
     launch(2, tmp_path / "two", *common)
     two = tmp_path / "two" / "runs" / "debug"

@@ -80,6 +80,12 @@ class Algorithm:
     def __call__(self, outputs: NetworkOutputs, batch: TransitionBatch) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
+    @property
+    def next_online_grad(self) -> bool:
+        """Whether the loss sends gradient through the online network on s' (``passes.next_online``).
+        When it does not, the update step runs s' without gradient and backpropagates through s alone."""
+        return self.passes.next_online
+
     @classmethod
     def model_overrides(cls) -> tuple[str, ...]:
         """The ``model.*`` settings this algorithm needs, as ``key=value`` overrides."""
@@ -113,6 +119,11 @@ class QLearning(Algorithm):
     def __call__(self, outputs: NetworkOutputs, batch: TransitionBatch) -> tuple[Tensor, dict[str, Tensor]]:
         return total_loss(outputs.out, outputs.next_online, outputs.next_target, batch, self.loss, value=self.value,
                           support=self.support, hl_gauss_sigma=self.hl_gauss_sigma, conservative=self.conservative)
+
+    @property
+    def next_online_grad(self) -> bool:
+        # Only DR3 differentiates through phi(s'); the double-DQN argmax on s' is taken without gradient.
+        return self.loss.dr3_coef > 0
 
 
 class CalQL(QLearning):

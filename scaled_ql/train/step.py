@@ -18,13 +18,16 @@ _UNTIMED = PhaseClock()
 def forward_passes(model: nn.Module, target: nn.Module, batch: TorchBatch, algorithm: Algorithm) -> NetworkOutputs:
     """The forward passes ``algorithm`` reads (its ``passes``), and no others."""
     needs, n, groups = algorithm.passes, batch.obs.shape[0], batch.groups
-    if needs.next_online:
+    if needs.next_online and algorithm.next_online_grad:
         # s and s' go through the online network in one pass: half the kernel launches, and
         # phi(s') for DR3 plus the double-DQN argmax come for free.
         twice = (groups[0] * 2, groups[1]) if groups is not None else None
         out, next_online = model(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.game, batch.game]), twice).split(n)
     else:
         out, next_online = model(batch.obs, batch.game, groups), None
+        if needs.next_online:  # read without gradient (no DR3): the backward runs over s alone, half the work
+            with torch.no_grad():
+                next_online = model(batch.next_obs, batch.game, groups)
     with torch.no_grad():
         next_target = target(batch.next_obs, batch.game, groups) if needs.next_target else None
         on_obs = target(batch.obs, batch.game, groups) if needs.target else None
