@@ -217,3 +217,16 @@ def test_episode_returns_leave_out_episodes_the_budget_cut_short(tmp_path):
     assert every["Pong"].tolist() == [2.0, 2.0, 0.0] and every["Breakout"].tolist() == [5.0, 7.0, 3.0]
     # Terminal episodes always count; truncated ones only when they ran the full length (here 7 steps).
     assert store.episode_returns(7)["Pong"].tolist() == [2.0, 0.0] and store.episode_returns(7)["Breakout"].tolist() == [5.0, 7.0, 3.0]
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_the_checkpoint_and_the_numbers(tmp_path, debug_dataset):
+    """``train.compile=true`` compiles the networks in place: the same parameter names in the
+    checkpoint (loadable by the uncompiled network) and the same updates within float tolerance."""
+    common = (f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=6", "train.checkpoint_every=6")
+    runs = [pretrain(debug_config(tmp_path / name, *common, f"train.compile={flag}"), progress=False)
+            for name, flag in (("eager", "false"), ("compiled", "true"))]
+    eager, compiled = (_weights(latest_checkpoint(r.run_dir)) for r in runs)
+    assert eager.keys() == compiled.keys() and not any("_orig_mod" in k for k in compiled)
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=1e-4, msg=key)
