@@ -125,10 +125,13 @@ class LearningBenchmark:
         if s.transfer is not None:
             jobs += self._transfer_jobs(s.transfer, main)
         if s.peer:
-            for seed in s.peer_seeds:
-                for impl in ("d3rlpy", "ours"):
-                    jobs.append(Job(f"peer/{impl}/seed{seed}", "peer", self._peer_fn(impl, seed, main), ("data/main",),
-                                    {"method": "cql", "seed": seed, "games": [s.single_game], "implementation": impl}))
+            for slug, _, extra in (("", "", ()), *s.peer_variants):
+                for seed in s.peer_seeds:
+                    for impl in ("d3rlpy", "ours"):
+                        kind = f"peer-{slug}" if slug else "peer"
+                        jobs.append(Job(f"{kind}/{impl}/seed{seed}", "peer", self._peer_fn(impl, seed, main, slug, extra), ("data/main",),
+                                        {"method": "cql", "seed": seed, "games": [s.single_game], "implementation": impl,
+                                         "variant": slug}))
         # Seed by seed as above: the i-th seed of every probe before any probe's (i+1)-th (a stable sort).
         for _, p, seed in sorted(((i, p, seed) for p in s.probes for i, seed in enumerate(p.seeds)), key=lambda t: t[0]):
             jobs.append(Job(f"probe/{p.name}/seed{seed}", "probe", self._train_fn(
@@ -199,12 +202,14 @@ class LearningBenchmark:
                                          "target": label, "mode": mode}))
         return jobs
 
-    def _peer_fn(self, impl: str, seed: int, data: Path) -> Callable[[], dict[str, Any]]:
+    def _peer_fn(self, impl: str, seed: int, data: Path, variant: str = "",
+                 extra: tuple[str, ...] = ()) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             s = self.suite
-            cfg = self.config(f"games=[{s.single_game}]", f"data.path={data}", f"name=peer-{impl}-seed{seed}", f"seed={seed}",
+            name = f"peer-{variant}-{impl}-seed{seed}" if variant else f"peer-{impl}-seed{seed}"
+            cfg = self.config(f"games=[{s.single_game}]", f"data.path={data}", f"name={name}", f"seed={seed}",
                               "data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}",
-                              *PEER_METHOD.overrides, *s.peer)
+                              *PEER_METHOD.overrides, *s.peer, *extra)
             if impl == "ours":
                 return self._train(cfg)
             return train_d3rlpy_cql(cfg, cfg.run_dir)

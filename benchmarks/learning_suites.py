@@ -123,6 +123,9 @@ class Suite:
     """Overrides of the reference-implementation comparison (d3rlpy's DiscreteCQL against ours on
     ``single_game``, same data, network, batch, optimizer and updates); empty: no peer rows."""
     peer_seeds: tuple[int, ...] = ()
+    peer_variants: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """Further peer comparisons, each (slug, label, overrides on top of ``peer`` for both
+    implementations), e.g. at another learning rate; jobs ``peer-<slug>/<impl>/seed<n>``."""
 
 
 _METHODS = (
@@ -205,6 +208,8 @@ SUITES: dict[str, Suite] = {
         ),
         peer=("data.n_step=1", *_LEVER_BUDGET),
         peer_seeds=(1, 2, 3),
+        # The comparison again at the learning rate the levers chose, where both should read the screen.
+        peer_variants=(("lr3e-4", "learning rate 3e-4", ("train.lr=3e-4",)),),
         probes=tuple(Probe(f"Breakout-{m}-5x", f"{label}, Breakout alone, 5x the updates", "Breakout", m,
                            ("train.steps=40000", "train.eval_every=8000", "train.checkpoint_every=8000"), (0, 1, 2, 3))
                      for m, label in (("bc", "BC"), ("cql_dr3", "CQL + DR3"))) + LEVER_PROBES,
@@ -231,6 +236,7 @@ SUITES: dict[str, Suite] = {
         probes=(Probe("Breakout-cql_dr3-2x", "CQL + DR3, Breakout alone, 2x the updates", "Breakout", "cql_dr3", ("train.steps=8",), (0, 1)),),
         peer=("data.n_step=1",),
         peer_seeds=(1,),
+        peer_variants=(("lr3e-4", "learning rate 3e-4", ("train.lr=3e-4",)),),
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.5", "prep.steps_per_game=120",
                     "prep.num_envs=2", "prep.max_episode_steps=40"),
         mixed_methods=("bc", "cql_dr3"),

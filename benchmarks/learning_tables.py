@@ -286,19 +286,22 @@ def peer_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str, A
              "DiscreteCQL has no n-step option. Updates/s: training only, without the evaluations, on this machine.", "",
              "| implementation | updates | return | (SE episodes) | per seed | versus behaviour | return at each evaluation (mean over seeds) | updates/s |",
              "|---|---:|---:|---:|---|---|---|---:|"]
-    for impl, label in (("d3rlpy", "d3rlpy 2.x DiscreteCQL"), ("ours", "scaled_ql CQL")):
-        runs = [r for r in results.values() if r["kind"] == "peer" and r.get("implementation") == impl]
-        sm = summarize(runs, game)
-        summary.setdefault("peer", {})[impl] = sm and {**sm, "updates": runs[0]["updates"],
-                                                       "version": next((r["peer"]["version"] for r in runs if "peer" in r), None)}
-        if sm is None:
-            lines.append(f"| {label} | not run | | | | | | |")
-            continue
-        b = behaviour.get(game)
-        version = next((r["peer"]["version"] for r in runs if "peer" in r), "")
-        lines.append(f"| {label}{f' {version}' if version else ''} | {runs[0]['updates']:,} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} "
-                     f"| ({fmt(sm['se_episodes'])}) | {', '.join(fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
-                     f"| {curve_text(runs, game) or 'n/a'} | {_speed_cell(runs)} |")
+    for slug, setting, extra in (("", "", ()), *suite.peer_variants):
+        for impl, label in (("d3rlpy", "d3rlpy 2.x DiscreteCQL"), ("ours", "scaled_ql CQL")):
+            runs = [r for r in results.values() if r["kind"] == "peer" and r.get("implementation") == impl
+                    and r.get("variant", "") == slug]
+            sm = summarize(runs, game)
+            version = next((r["peer"]["version"] for r in runs if "peer" in r), None)
+            summary.setdefault("peer", {})[f"{slug}/{impl}" if slug else impl] = sm and {**sm, "updates": runs[0]["updates"],
+                                                                                         "version": version}
+            label = f"{label}{f' {version}' if version else ''}" + (f", {setting} (`{' '.join(extra)}`)" if slug else "")
+            if sm is None:
+                lines.append(f"| {label} | not run | | | | | | |")
+                continue
+            b = behaviour.get(game)
+            lines.append(f"| {label} | {runs[0]['updates']:,} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} "
+                         f"| ({fmt(sm['se_episodes'])}) | {', '.join(fmt(x) for x in sm['per_seed'])} | {verdict(sm, b) if b else 'n/a'} "
+                         f"| {curve_text(runs, game) or 'n/a'} | {_speed_cell(runs)} |")
     return lines
 
 

@@ -32,7 +32,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
-    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 41 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
+    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 43 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
     assert summary["returns"]["Breakout"]["cql_dr3"] is None and summary["returns"]["Breakout"]["bc"]["seeds"] == 1
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
@@ -70,7 +70,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
 
     report, summary = out.read_text(), json.loads(summary_path(out).read_text())
-    assert summary["jobs"] == {"finished": 41, "total": 41, "missing": []}
+    assert summary["jobs"] == {"finished": 43, "total": 43, "missing": []}
     # Transfer: a row per target, mode and start, each with its final return and area under the curve.
     rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
     assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
@@ -84,6 +84,10 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
         assert mixed_table["methods"]["bc"]["versus_bc"] is None
     # The reference implementation, the probes (the seed tried, then the check) and the policies.
     assert summary["peer"]["d3rlpy"]["version"] == "2.8.1" and summary["peer"]["d3rlpy"]["updates"] == summary["peer"]["ours"]["updates"] == 4
+    # The peer again at another setting (its own rows and runs, with the setting in their config).
+    assert summary["peer"]["lr3e-4/d3rlpy"]["seeds"] == summary["peer"]["lr3e-4/ours"]["seeds"] == 1
+    variant_run = json.loads((results / "peer-lr3e-4__ours__seed1.json").read_text())
+    assert variant_run["variant"] == "lr3e-4" and variant_run["config"]["train"]["lr"] == 3e-4
     probe_rows = [(r["row"], r["seeds"], r["updates"]) for r in summary["probes"]]
     assert [(seeds, updates) for _, seeds, updates in probe_rows] == [([1, 2], 4), ([0], 8), ([1], 8)]
     assert "seed 0 (where it was tried)" in probe_rows[1][0] and "(the check)" in probe_rows[2][0]
@@ -113,7 +117,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 41
+    assert capsys.readouterr().out.count("done  ") == 43
 
     # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
     import shutil
@@ -140,7 +144,7 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert {m.name for m in suite.methods} == {"bc", "dqn", "cql", "cql_dr3", "iql"}
     assert suite.finetune_game in suite.games and suite.single_game in suite.games
     bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
-    assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) + sum(len(p.seeds) for p in suite.probes)
+    assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) * (1 + len(suite.peer_variants)) + sum(len(p.seeds) for p in suite.probes)
                                + 1 + 3 * len(suite.mixed_methods)
                                + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds)))
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
