@@ -109,7 +109,8 @@ def bench_loop(config: str | Path | None, overrides: list[str] | tuple[str, ...]
                                        f"runs_dir={Path(tmp) / 'runs'}", "name=loop", f"train.steps={warmup + steps}"])
         device = torch.device("cuda" if run_cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         clock = PhaseClock(device, sync=sync, skip=warmup)
-        result = pretrain(run_cfg, progress=False, clock=clock)
+        with contextlib.redirect_stdout(sys.stderr):  # the run's status lines; this command's stdout is its report
+            result = pretrain(run_cfg, progress=False, clock=clock)
         ran = json.loads((result.run_dir / "config.json").read_text())["dist"]  # as resolved by the run
         loop = clock.report()
         count = update_flops(run_cfg, data, device) if flops else None

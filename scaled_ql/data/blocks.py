@@ -239,7 +239,9 @@ class BlockPrefetcher:
         return None if item is _END else item
 
     def close(self) -> None:
-        """Stop the thread after the block it is building (without waiting for it) and drop the queue."""
+        """Stop the thread after the block it is building, wait for it, and drop the queue: no read
+        of a shard is left running in the background (one still running when the interpreter exits
+        can abort the process inside pyarrow)."""
         if self._thread is not None:
             self._stop.set()
             while True:
@@ -247,6 +249,7 @@ class BlockPrefetcher:
                     self._queue.get_nowait()
                 except queue.Empty:
                     break
+            self._thread.join()  # the producer stops after its current block: put() gives up once stop is set
             self._thread = None
 
 

@@ -8,8 +8,6 @@ optionally a frozen backbone or a lower backbone learning rate), other games and
 
 from __future__ import annotations
 
-import sys
-
 from pathlib import Path
 from typing import Sequence
 
@@ -29,8 +27,7 @@ def init_from_pretrained(model: MultiGameQNetwork, cfg: ExperimentConfig) -> Non
     except ValueError as err:
         raise ConfigError(f"config key 'finetune.init' ('{source}'): {err}") from None
     from_base = "".join(f", {v} from {b}'s head" for v, b in report["variant_heads"].items())
-    tqdm.write(f"fine-tuning from {source}: heads reused for {report['reused_heads']}{from_base}, new for {report['new_heads']}",
-               file=sys.stderr)
+    tqdm.write(f"fine-tuning from {source}: heads reused for {report['reused_heads']}{from_base}, new for {report['new_heads']}")
 
 
 def _base_config(init: str) -> dict:

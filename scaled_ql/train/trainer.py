@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,12 +140,11 @@ class _Run:
         self.step, self.last_ckpt, loaded = 0, None, None
         found, notes = find_resumable_checkpoint(self.run_dir) if resume else (None, [])
         for note in notes if dist.is_main else []:
-            tqdm.write(note, file=sys.stderr)
+            tqdm.write(note)
         self.dataset = self.data.fingerprint
         if dist.is_main:
             tqdm.write(f"data: {self.data.kind} source '{self.data.location}'"
-                       + (" (streamed: each process reads its own shards)" if self.data.streaming else " (memory-mapped)"),
-                       file=sys.stderr)  # status on stderr, beside the progress bar: stdout holds results
+                       + (" (streamed: each process reads its own shards)" if self.data.streaming else " (memory-mapped)"))
         if found is not None:
             loaded = load_checkpoint(found, cfg, model, self.target, rank=topo.rank)
             check_same_dataset(found, loaded.meta, self.dataset)
@@ -168,7 +166,7 @@ class _Run:
         if self.dist.is_main:
             tqdm.write(f"resumed {self.run_dir} from {found} at step {self.step}"
                        + (f" (saved by {loaded.world_size} processes, resumed by {self.topo.world_size})"
-                          if loaded.world_size != self.topo.world_size else ""), file=sys.stderr)
+                          if loaded.world_size != self.topo.world_size else ""))
 
     def checkpoint(self, at: int) -> Path:
         online = self.online
@@ -199,8 +197,11 @@ class _Run:
             return batch.to_torch(self.dist.device)
 
     def close(self) -> None:
+        """Stop the background readers (the batch prefetch thread, a stream's block threads); their
+        positions stay, so a checkpoint written afterwards is exact."""
         if self.prefetcher is not None:
             self.prefetcher.close()
+        self.data.close()
 
     def log(self, writer: SummaryWriter | None, bar, metrics: dict[str, torch.Tensor], phases: dict[str, float]) -> None:
         cfg, step = self.cfg, self.step
