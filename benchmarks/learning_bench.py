@@ -122,6 +122,11 @@ class LearningBenchmark:
                     jobs.append(Job(f"mixed/{name}/seed{seed}", "mixed", self._train_fn(
                         f"mixed-{name}-seed{seed}", games, mixed, method, seed, s.mixed_common), ("data/mixed",),
                         {"method": name, "seed": seed, "games": games}))
+            for variant, _, name, extra, seeds in s.mixed_variants:
+                for seed in seeds:
+                    jobs.append(Job(f"mixed-{variant}/{name}/seed{seed}", "mixed", self._train_fn(
+                        f"mixed-{variant}-{name}-seed{seed}", games, mixed, self.methods[name], seed, (*s.mixed_common, *extra)),
+                        ("data/mixed",), {"method": name, "seed": seed, "games": games, "variant": variant}))
         if s.transfer is not None:
             jobs += self._transfer_jobs(s.transfer, main)
         if s.peer:

@@ -117,6 +117,10 @@ class Suite:
     """The methods trained on the mixed-quality dataset (multi-game, the tables' seeds)."""
     mixed_common: tuple[str, ...] = ()
     """Overrides of the mixed-regime runs on top of ``common`` (their budget)."""
+    mixed_variants: tuple[tuple[str, str, str, tuple[str, ...], tuple[int, ...]], ...] = ()
+    """Settings tried on the mixed regime beyond ``mixed_common``, each (slug, label, method,
+    overrides, seeds): the first seed is the one it was tried on (one the tables do not use), the
+    others check it; jobs ``mixed-<slug>/<method>/seed<n>``, in rows of their own."""
     transfer: Transfer | None = None
     """The pretraining-helps-a-new-game experiment; None: not part of the suite."""
     peer: tuple[str, ...] = ()
@@ -192,6 +196,9 @@ SUITES: dict[str, Suite] = {
                     "prep.num_envs=8", "prep.max_episode_steps=2000"),
         mixed_methods=("bc", "cql_dr3"),
         mixed_common=("train.lr=3e-4", *_LEVER_BUDGET),
+        # CQL's weight, tried on seed 0 after CQL + DR3 cloned the mixture on seeds 1-3 (NOTES.md).
+        mixed_variants=(("alpha0.1", "CQL alpha 0.1", "cql_dr3", ("loss.cql_alpha=0.1",), (0,)),
+                        ("alpha0.01", "CQL alpha 0.01", "cql_dr3", ("loss.cql_alpha=0.01",), (0,))),
         # The transfer experiment (Scaled QL's protocol at CPU scale): pretrain on Breakout + Freeway, then
         # fine-tune to a held-out variant (the small paddle) and a held-out game, offline, online with
         # Cal-QL and online with plain CQL, against scratch.
@@ -240,6 +247,7 @@ SUITES: dict[str, Suite] = {
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.5", "prep.steps_per_game=120",
                     "prep.num_envs=2", "prep.max_episode_steps=40"),
         mixed_methods=("bc", "cql_dr3"),
+        mixed_variants=(("alpha0.1", "CQL alpha 0.1", "cql_dr3", ("loss.cql_alpha=0.1",), (0, 1)),),
         transfer=Transfer(
             pretrain_games=("Breakout",), pretrain=("train.steps=4",),
             targets=(("held-out variant", "Breakout-m0d1"), ("held-out game", "Freeway")),

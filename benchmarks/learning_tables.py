@@ -122,7 +122,7 @@ def mixed_lines(bench, results: dict[str, dict[str, Any]], summary: dict[str, An
         the_data = table["data"] = {"mean": g["return_mean"], "se_seeds": float("nan"),
                                     "se_episodes": g["return_std"] / math.sqrt(g["episodes"]), "episodes": g["episodes"]}
         lines.append(f"| **the data** (all {g['episodes']} episodes) | {fmt(g['return_mean'])} | ({fmt(the_data['se_episodes'])}) | | |")
-        sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m], game)
+        sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m and not r.get("variant")], game)
                 for m in suite.mixed_methods}
         # The imitation baseline of the "versus BC" column: the method whose algorithm is behaviour cloning.
         imitation = next((m for m in suite.mixed_methods if bench.methods[m].algorithm is BehaviourCloning), None)
@@ -137,7 +137,34 @@ def mixed_lines(bench, results: dict[str, dict[str, Any]], summary: dict[str, An
             lines.append(f"| {bench.methods[m].label} ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])}) "
                          f"| {fmt(sm['mean'])} | ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) "
                          f"| {compare(sm, the_data)} | {compare(sm, bc) if bc is not None and m != imitation else ''} |")
+        lines += _mixed_variant_rows(bench, results, game, the_data, sums.get(imitation) if imitation else None, table)
         lines.append("")
+    return lines
+
+
+def _mixed_variant_rows(bench, results, game: str, the_data: dict[str, Any], bc: dict[str, Any] | None,
+                        table: dict[str, Any]) -> list[str]:
+    """The settings tried beyond the regime's own: a row for the seed each was tried on and one for
+    the seeds that check it, each against the data and against BC (BC's own seeds: it does not
+    depend on a Q-learner's settings)."""
+    lines = []
+    for variant, label, name, extra, seeds in bench.suite.mixed_variants:
+        runs = [r for r in results.values() if r["kind"] == "mixed" and r.get("variant") == variant and r["method"] == name]
+        for part, chosen in (("tried", seeds[:1]), ("check", seeds[1:])):
+            if not chosen:
+                continue
+            row = (f"{bench.methods[name].label}, {label} (`{' '.join(extra)}`), "
+                   + (f"seed {chosen[0]} (where it was tried)" if part == "tried" else "the check"))
+            sm = summarize([r for r in runs if r["seed"] in chosen], game)
+            table.setdefault("variants", {}).setdefault(f"{variant}/{name}", {})[part] = sm
+            if sm is None:
+                lines.append(f"| {row} | not run | | | |")
+                continue
+            sm["versus_data"] = compare(sm, the_data).strip("*")
+            sm["versus_bc"] = compare(sm, bc).strip("*") if bc is not None else None
+            lines.append(f"| {row} ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])}) | {fmt(sm['mean'])} "
+                         f"| ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) | {compare(sm, the_data)} "
+                         f"| {compare(sm, bc) if bc is not None else ''} |")
     return lines
 
 

@@ -32,7 +32,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
-    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 43 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
+    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 45 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
     assert summary["returns"]["Breakout"]["cql_dr3"] is None and summary["returns"]["Breakout"]["bc"]["seeds"] == 1
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
@@ -61,6 +61,8 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert mixed["collection"]["policy"] == "mixed" and set(mixed["behaviour_parts"]["Breakout"]) == {"scripted", "poor"}
     assert set(mixed["collection"]["parts"]["Freeway"]) == {"scripted", "poor"}
     assert json.loads((results / "mixed__cql_dr3__seed2.json").read_text())["config"]["data"]["path"].endswith("mixed")
+    alpha = json.loads((results / "mixed-alpha0.1__cql_dr3__seed0.json").read_text())
+    assert alpha["variant"] == "alpha0.1" and alpha["config"]["loss"]["cql_alpha"] == 0.1 and alpha["config"]["loss"]["dr3_coef"] == 0.03
 
     variant = json.loads((results / "transfer__Breakout_m0d1__online-calql__pretrained__seed2.json").read_text())
     assert variant["games"] == ["Breakout-m0d1"] and variant["config"]["online"]["enabled"] is True
@@ -70,7 +72,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
 
     report, summary = out.read_text(), json.loads(summary_path(out).read_text())
-    assert summary["jobs"] == {"finished": 43, "total": 43, "missing": []}
+    assert summary["jobs"] == {"finished": 45, "total": 45, "missing": []}
     # Transfer: a row per target, mode and start, each with its final return and area under the curve.
     rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
     assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
@@ -82,6 +84,9 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
         assert mixed_table["data"]["episodes"] > 0 and mixed_table["methods"]["cql_dr3"]["seeds"] == 2
         assert mixed_table["methods"]["cql_dr3"]["versus_bc"] in ("better", "worse", "within noise", "n/a")
         assert mixed_table["methods"]["bc"]["versus_bc"] is None
+        # A setting tried beyond the regime's own: the seed it was tried on, then the check, in rows of their own.
+        tried, check = mixed_table["variants"]["alpha0.1/cql_dr3"]["tried"], mixed_table["variants"]["alpha0.1/cql_dr3"]["check"]
+        assert tried["seeds"] == check["seeds"] == 1 and check["versus_bc"] in ("better", "worse", "within noise", "n/a")
     # The reference implementation, the probes (the seed tried, then the check) and the policies.
     assert summary["peer"]["d3rlpy"]["version"] == "2.8.1" and summary["peer"]["d3rlpy"]["updates"] == summary["peer"]["ours"]["updates"] == 4
     # The peer again at another setting (its own rows and runs, with the setting in their config).
@@ -117,7 +122,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 43
+    assert capsys.readouterr().out.count("done  ") == 45
 
     # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
     import shutil
@@ -145,7 +150,7 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert suite.finetune_game in suite.games and suite.single_game in suite.games
     bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
     assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) * (1 + len(suite.peer_variants)) + sum(len(p.seeds) for p in suite.probes)
-                               + 1 + 3 * len(suite.mixed_methods)
+                               + 1 + 3 * len(suite.mixed_methods) + sum(len(v[4]) for v in suite.mixed_variants)
                                + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds)))
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
     probes = [j for j in bench.jobs if j.kind == "probe"]
