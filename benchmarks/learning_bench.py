@@ -100,15 +100,7 @@ class LearningBenchmark:
             ("data/main",), {"method": pre.name, "seed": self.seeds[0], "games": others}))
         # Seed by seed, so a partial run already compares every method.
         for seed in self.seeds:
-            for method in s.methods:
-                jobs.append(Job(f"multi/{method.name}/seed{seed}", "multi", self._train_fn(
-                    f"multi-{method.name}-seed{seed}", games, main, method, seed), ("data/main",),
-                    {"method": method.name, "seed": seed, "games": games}))
-            for name in s.single_methods:
-                jobs.append(Job(f"single/{s.single_game}/{name}/seed{seed}", "single", self._train_fn(
-                    f"single-{s.single_game}-{name}-seed{seed}", [s.single_game], main, self.methods[name], seed,
-                    ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}")),
-                    ("data/main",), {"method": name, "seed": seed, "games": [s.single_game]}))
+            jobs += self._table_jobs(seed, main)
             for start in ("pretrained", "scratch"):
                 jobs.append(Job(f"finetune/{start}/seed{seed}", "finetune", self._finetune_fn(start, seed, small, others),
                                 (f"data/finetune-{s.finetune_game}",) + ((pretrain_id,) if start == "pretrained" else ()),
@@ -127,6 +119,9 @@ class LearningBenchmark:
                     jobs.append(Job(f"mixed-{variant}/{name}/seed{seed}", "mixed", self._train_fn(
                         f"mixed-{variant}-{name}-seed{seed}", games, mixed, self.methods[name], seed, (*s.mixed_common, *extra)),
                         ("data/mixed",), {"method": name, "seed": seed, "games": games, "variant": variant}))
+        for budget, _, extra in s.table_budgets:
+            for seed in self.seeds:
+                jobs += self._table_jobs(seed, main, budget, extra)
         if s.transfer is not None:
             jobs += self._transfer_jobs(s.transfer, main)
         if s.peer:
@@ -143,6 +138,19 @@ class LearningBenchmark:
                 f"probe-{p.name}-seed{seed}", [p.game], main, self.methods[p.method], seed,
                 ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}", *p.overrides)),
                 ("data/main",), {"method": p.method, "seed": seed, "games": [p.game], "probe": p.name, "label": p.label}))
+        return jobs
+
+    def _table_jobs(self, seed: int, main: Path, budget: str = "", extra: tuple[str, ...] = ()) -> list[Job]:
+        """The main tables' runs of one seed (every method on every game, and the single-game runs), at
+        the suite's budget or, named by ``budget``, with ``extra`` on top of it."""
+        s, games = self.suite, list(self.suite.games)
+        tag, info = (f"-{budget}", {"budget": budget}) if budget else ("", {})
+        jobs = [Job(f"multi{tag}/{m.name}/seed{seed}", "multi", self._train_fn(f"multi{tag}-{m.name}-seed{seed}", games, main, m, seed, extra),
+                    ("data/main",), {"method": m.name, "seed": seed, "games": games, **info}) for m in s.methods]
+        jobs += [Job(f"single{tag}/{s.single_game}/{name}/seed{seed}", "single", self._train_fn(
+                     f"single{tag}-{s.single_game}-{name}-seed{seed}", [s.single_game], main, self.methods[name], seed,
+                     ("data.ignore_extra_games=true", f"train.batch_size={self._per_game_batch()}", *extra)),
+                     ("data/main",), {"method": name, "seed": seed, "games": [s.single_game], **info}) for name in s.single_methods]
         return jobs
 
     def _per_game_batch(self) -> int:

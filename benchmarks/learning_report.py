@@ -53,16 +53,12 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     games = list(suite.games)
     data = results.get("data/main")
     behaviour = data["behaviour"] if data else {}
-    by_method: dict[str, list[dict[str, Any]]] = {m.name: [] for m in suite.methods}
-    for r in results.values():
-        if r["kind"] == "multi":
-            by_method[r["method"]].append(r)
     missing = [j.id for j in bench.jobs if j.id not in results]
     walls = [r.get("wall_s", 0.0) for r in results.values()]
     commits = sorted({r.get("commit", "unknown") for r in results.values()})
     machines = sorted({r.get("machine", "?") for r in results.values()})
     summary: dict[str, Any] = {"suite": suite.name, "jobs": {"finished": len(results), "total": len(bench.jobs), "missing": missing},
-                               "commits": commits, "returns": {}, "aggregate": {}}
+                               "commits": commits, "tables": {}}
 
     lines = [
         f"# Learning results: suite `{suite.name}`",
@@ -84,60 +80,18 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     if suite.notes:
         lines += ["", suite.notes]
 
-    lines += ["", "## Returns per game (multi-game runs: one network, a head per game)", "",
-              "Return: mean over seeds of each seed's mean evaluation return, +/- the standard error over seeds; "
-              "in brackets the standard error over all evaluation episodes pooled. HNS: human-normalized score of "
-              "the mean. Versus behaviour: better or worse when the gap exceeds twice the combined standard error.", ""]
-    summaries: dict[str, dict[str, Any]] = {}
-    for game in games:
-        b = behaviour.get(game)
-        table = summary["returns"][game] = {"behaviour": b}
-        lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
-        if b:
-            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(b['std'] / math.sqrt(b['episodes']))} "
-                         f"| | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} | |")
-        for m in suite.methods:
-            sm = table[m.name] = summarize(by_method[m.name], game)
-            if sm is None:
-                lines.append(f"| {m.label} | not run | | | | |")
-                continue
-            sm["versus_behaviour"] = verdict(sm, b).strip("*") if b else None
-            summaries[f"{m.name}/{game}"] = sm
-            lines.append(f"| {m.label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) | {sm['seeds']} "
-                         f"| {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
-        if game == suite.single_game:
-            for name in suite.single_methods:
-                runs = [r for r in results.values() if r["kind"] == "single" and r["method"] == name]
-                sm = table[f"{name}/single-game"] = summarize(runs, game)
-                label = f"{bench.methods[name].label}, single-game run"
-                if sm is None:
-                    lines.append(f"| {label} | not run | | | | |")
-                else:
-                    lines.append(f"| {label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) "
-                                 f"| {sm['seeds']} | {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
-        lines.append("")
-
-    lines += ["## Aggregate over games", "", "IQM of human-normalized scores over (seed, game) pairs, with a stratified-bootstrap "
-              "95% interval resampling seeds within each game (2,000 replicates).", "",
-              "| method | IQM HNS | 95% CI | mean HNS | beats behaviour on |", "|---|---:|---|---:|---|"]
-    for m in suite.methods:
-        matrix = _hns_matrix(by_method[m.name], games)
-        if matrix is None:
-            summary["aggregate"][m.name] = None
-            lines.append(f"| {m.label} | not run | | | |")
-            continue
-        lo, hi = stratified_bootstrap_ci(matrix, iqm, reps=2000, seed=0)
-        wins = [g for g in games if f"{m.name}/{g}" in summaries and g in behaviour
-                and verdict(summaries[f"{m.name}/{g}"], behaviour[g]) == "**better**"]
-        summary["aggregate"][m.name] = {"iqm_hns": float(iqm(matrix)), "ci": [lo, hi], "mean_hns": float(matrix.mean()),
-                                        "beats_behaviour_on": wins}
-        lines.append(f"| {m.label} | {fmt(float(iqm(matrix)), 3)} | [{fmt(lo, 3)}, {fmt(hi, 3)}] | {fmt(float(matrix.mean()), 3)} "
-                     f"| {', '.join(wins) or 'none'} ({len(wins)} of {len(games)}) |")
-    if behaviour:
-        bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
-        lines.append(f"| behaviour | {fmt(float(iqm(bm)), 3)} | | {fmt(float(bm.mean()), 3)} | |")
-
-    lines += ["", *_policy_lines(suite, games, by_method, summary), ""]
+    # The main tables at each budget, the last budget first (the suite's headline).
+    first = bench.config().train
+    budgets = [("", f"{first.steps:,} updates at learning rate {first.lr:g}, the first budget", ()), *suite.table_budgets]
+    tables = []
+    for budget, label, extra in reversed(budgets):
+        part = summary["tables"][budget or "first"] = {"label": label, "overrides": list(extra)}
+        by_method = {m.name: [r for r in results.values() if r["kind"] == "multi" and r["method"] == m.name
+                              and r.get("budget", "") == budget] for m in suite.methods}
+        title = label if not extra else f"{label} (`{' '.join(extra)}`)"
+        lines += ["", f"## Main tables{f': {title}' if len(budgets) > 1 else ''}", "",
+                  *_table_lines(bench, results, budget, by_method, behaviour, part)]
+        tables.append((budget, title, by_method))
     lines += ["", *finetune_lines(bench, results, summary), ""]
     if suite.mixed_data:
         lines += [*mixed_lines(bench, results, summary), ""]
@@ -149,7 +103,7 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         lines += [*lever_lines(bench, results, behaviour, summary), ""]
     if any(not p.group for p in suite.probes):
         lines += [*_probe_lines(bench, results, behaviour, summary), ""]
-    lines += _plot_lines(bench, results, behaviour, by_method, plots, rel, summary)
+    lines += _plot_lines(bench, results, behaviour, tables, plots, rel, summary)
     notes = bench.results / "NOTES.md"
     if notes.is_file():
         lines += ["", "## Authors' reading of these numbers", "", f"(From `{rel(notes)}`, written by hand after the runs.)", "",
@@ -158,6 +112,61 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     out.write_text("\n".join(lines) + "\n")
     summary_path(out).write_text(json.dumps(_plain(summary), indent=1, sort_keys=True) + "\n")
     return out
+
+
+def _table_lines(bench, results: dict[str, dict[str, Any]], budget: str, by_method: dict[str, list[dict[str, Any]]],
+                 behaviour: dict[str, Any], part: dict[str, Any]) -> list[str]:
+    """The returns per game, their aggregate and the greedy policies of every method at one budget."""
+    suite, games = bench.suite, list(bench.suite.games)
+    lines = ["Multi-game runs: one network, a head per game. Return: mean over seeds of each seed's mean evaluation "
+             "return, +/- the standard error over seeds; in brackets the standard error over all evaluation episodes "
+             "pooled. HNS: human-normalized score of the mean. Versus behaviour: better or worse when the gap exceeds "
+             "twice the combined standard error.", ""]
+    summaries: dict[str, dict[str, Any]] = {}
+    part["returns"], part["aggregate"] = {}, {}
+    for game in games:
+        b = behaviour.get(game)
+        table = part["returns"][game] = {"behaviour": b}
+        lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
+        if b:
+            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(b['std'] / math.sqrt(b['episodes']))} "
+                         f"| | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} | |")
+        rows = [(m.name, m.label, by_method[m.name]) for m in suite.methods]
+        if game == suite.single_game:
+            rows += [(f"{name}/single-game", f"{bench.methods[name].label}, single-game run",
+                      [r for r in results.values() if r["kind"] == "single" and r["method"] == name and r.get("budget", "") == budget])
+                     for name in suite.single_methods]
+        for key, label, runs in rows:
+            sm = table[key] = summarize(runs, game)
+            if sm is None:
+                lines.append(f"| {label} | not run | | | | |")
+                continue
+            sm["versus_behaviour"] = verdict(sm, b).strip("*") if b else None
+            summaries[f"{key}/{game}"] = sm
+            lines.append(f"| {label} | {fmt(sm['mean'])} +/- {fmt(sm['se_seeds'])} | ({fmt(sm['se_episodes'])}) | {sm['seeds']} "
+                         f"| {fmt(sm['hns'], 3)} | {verdict(sm, b) if b else 'n/a'} |")
+        lines.append("")
+
+    lines += ["### Aggregate over games", "", "IQM of human-normalized scores over (seed, game) pairs, with a stratified-bootstrap "
+              "95% interval resampling seeds within each game (2,000 replicates).", "",
+              "| method | IQM HNS | 95% CI | mean HNS | beats behaviour on |", "|---|---:|---|---:|---|"]
+    for m in suite.methods:
+        matrix = _hns_matrix(by_method[m.name], games)
+        if matrix is None:
+            part["aggregate"][m.name] = None
+            lines.append(f"| {m.label} | not run | | | |")
+            continue
+        lo, hi = stratified_bootstrap_ci(matrix, iqm, reps=2000, seed=0)
+        wins = [g for g in games if f"{m.name}/{g}" in summaries and g in behaviour
+                and verdict(summaries[f"{m.name}/{g}"], behaviour[g]) == "**better**"]
+        part["aggregate"][m.name] = {"iqm_hns": float(iqm(matrix)), "ci": [lo, hi], "mean_hns": float(matrix.mean()),
+                                     "beats_behaviour_on": wins}
+        lines.append(f"| {m.label} | {fmt(float(iqm(matrix)), 3)} | [{fmt(lo, 3)}, {fmt(hi, 3)}] | {fmt(float(matrix.mean()), 3)} "
+                     f"| {', '.join(wins) or 'none'} ({len(wins)} of {len(games)}) |")
+    if behaviour:
+        bm = np.array([[human_normalized_score(g, behaviour[g]["mean"]) for g in games]], dtype=float)
+        lines.append(f"| behaviour | {fmt(float(iqm(bm)), 3)} | | {fmt(float(bm.mean()), 3)} | |")
+    return lines + ["", *_policy_lines(suite, games, by_method, part), ""]
 
 
 def summary_path(report: str | Path) -> Path:
@@ -211,7 +220,7 @@ def _hns_matrix(records: list[dict[str, Any]], games: list[str]) -> np.ndarray |
 
 def _policy_lines(suite, games: list[str], by_method: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> list[str]:
     """How state-dependent each method's greedy policy is, on the data's own states."""
-    lines = ["## What the greedy policies do on the data's states", "",
+    lines = ["### What the greedy policies do on the data's states", "",
              "Share of the most frequent greedy action over 256 training states per game (1.00: the same action "
              "everywhere, the policy ignores the screen), and in brackets how often it is the data's action; mean "
              "over the seeds whose results record it (for runs finished before the benchmark measured this, "
@@ -248,7 +257,8 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
              "| start value: thinks / gets | top action share (agreement) |",
              "|---|---:|---:|---:|---|---|---|---|"]
     for p in (p for p in suite.probes if not p.group):
-        base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]]
+        base = [r for r in results.values() if r["kind"] == "single" and r["method"] == p.method and p.game in r["final"]
+                and not r.get("budget")]
         done = [results[f"probe/{p.name}/seed{s}"] for s in p.seeds if f"probe/{p.name}/seed{s}" in results]
         tried = [r for r in done if r["seed"] == p.seeds[0]]
         checked = [r for r in done if r["seed"] != p.seeds[0]]
@@ -272,52 +282,53 @@ def _probe_lines(bench, results: dict[str, dict[str, Any]], behaviour: dict[str,
     return lines
 
 
-def _plot_lines(bench, results, behaviour, by_method, plots: Path, rel, summary: dict[str, Any]) -> list[str]:
+def _plot_lines(bench, results, behaviour, tables, plots: Path, rel, summary: dict[str, Any]) -> list[str]:
     suite, games = bench.suite, list(bench.suite.games)
     colors = {m.name: f"C{i}" for i, m in enumerate(suite.methods)}
     lines = ["## Plots", ""]
+    for budget, title, by_method in tables:
+        tag, at = (f"-{budget}", f" At {title}.") if budget else ("", f" At {title}." if len(tables) > 1 else "")
+        fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
+        FigureCanvasAgg(fig)
+        for i, game in enumerate(games):
+            ax = fig.add_subplot(1, len(games), i + 1)
+            for m in suite.methods:
+                draw_curve(ax, mean_curve(by_method[m.name], f"eval_return/{game}"), colors[m.name], m.label)
+            if game in behaviour:
+                ax.axhline(behaviour[game]["mean"], color="k", linestyle=":", label="behaviour")
+            ax.set_title(game)
+            ax.set_xlabel("update")
+            ax.set_ylabel("evaluation return")
+        path = save_figure(fig, plots / f"curves{tag}.png", legend_size=7)
+        summary.setdefault("plots", []).append(rel(path))
+        lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).{at}", "",
+                  f"![learning curves]({rel(path)})", ""]
 
-    fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    for i, game in enumerate(games):
-        ax = fig.add_subplot(1, len(games), i + 1)
-        for m in suite.methods:
-            draw_curve(ax, mean_curve(by_method[m.name], f"eval_return/{game}"), colors[m.name], m.label)
-        if game in behaviour:
-            ax.axhline(behaviour[game]["mean"], color="k", linestyle=":", label="behaviour")
-        ax.set_title(game)
-        ax.set_xlabel("update")
-        ax.set_ylabel("evaluation return")
-    path = save_figure(fig, plots / "curves.png", legend_size=7)
-    summary.setdefault("plots", []).append(rel(path))
-    lines += [f"Evaluation return during training, mean over seeds +/- SE (dotted: the behaviour policy).", "",
-              f"![learning curves]({rel(path)})", ""]
-
-    fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    for i, game in enumerate(games):
-        ax = fig.add_subplot(1, len(games), i + 1)
-        for m in suite.methods:
-            if not m.values:
-                continue
-            q = mean_curve(by_method[m.name], f"eval_q_start/{game}")
-            g = mean_curve(by_method[m.name], f"eval_discounted_return/{game}")
-            if q is not None:
-                ax.plot(q[0], q[1], color=colors[m.name], label=f"{m.label}: thinks")
-            if g is not None:
-                ax.plot(g[0], g[1], color=colors[m.name], linestyle="--", label=f"{m.label}: gets")
-        if game in behaviour and behaviour[game].get("discounted_mean") is not None:
-            ax.axhline(behaviour[game]["discounted_mean"], color="k", linestyle=":", label="behaviour gets")
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_title(game)
-        ax.set_xlabel("update")
-        ax.set_ylabel("discounted return of clipped rewards")
-    path = save_figure(fig, plots / "values.png", legend_size=6)
-    summary["plots"].append(rel(path))
-    lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
-              "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
-              "rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
-              "Over-estimation shows as solid far above dashed.", "", f"![values]({rel(path)})", ""]
+        fig = Figure(figsize=(4.2 * len(games), 3.4), layout="constrained")
+        FigureCanvasAgg(fig)
+        for i, game in enumerate(games):
+            ax = fig.add_subplot(1, len(games), i + 1)
+            for m in suite.methods:
+                if not m.values:
+                    continue
+                q = mean_curve(by_method[m.name], f"eval_q_start/{game}")
+                g = mean_curve(by_method[m.name], f"eval_discounted_return/{game}")
+                if q is not None:
+                    ax.plot(q[0], q[1], color=colors[m.name], label=f"{m.label}: thinks")
+                if g is not None:
+                    ax.plot(g[0], g[1], color=colors[m.name], linestyle="--", label=f"{m.label}: gets")
+            if game in behaviour and behaviour[game].get("discounted_mean") is not None:
+                ax.axhline(behaviour[game]["discounted_mean"], color="k", linestyle=":", label="behaviour gets")
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_title(game)
+            ax.set_xlabel("update")
+            ax.set_ylabel("discounted return of clipped rewards")
+        path = save_figure(fig, plots / f"values{tag}.png", legend_size=6)
+        summary["plots"].append(rel(path))
+        lines += ["What each value-learning method *thinks* it gets (solid: mean max_a Q(s0, a) over the data's episode-start "
+                  "states; V(s0) for IQL) against what its greedy policy *gets* (dashed: the discounted return of clipped "
+                  f"rewards from the start of its evaluation episodes, the quantity Q(s0) estimates); symlog scale. "
+                  f"Over-estimation shows as solid far above dashed.{at}", "", f"![values]({rel(path)})", ""]
 
     game = suite.finetune_game
     fig = Figure(figsize=(5, 3.4), layout="constrained")

@@ -109,6 +109,10 @@ class Suite:
     notes: str = ""
     probes: tuple[Probe, ...] = ()
     """Run after every seed of the tables; each probe's first seed is the one it was tried on."""
+    table_budgets: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """Further budgets of the main tables, each (slug, label, overrides on top of ``common``): every
+    method's multi-game runs and the single-game runs again, jobs ``multi-<slug>/<method>/seed<n>``
+    and ``single-<slug>/<game>/<method>/seed<n>``. The report shows the last budget's tables first."""
     mixed_data: tuple[str, ...] = ()
     """Overrides of the mixed-quality dataset (``prep.policy=mixed``: a share of the environments
     play the scripted controller, the rest a poor one), on the suite's games; empty: no mixed
@@ -190,6 +194,9 @@ SUITES: dict[str, Suite] = {
         notes="Settings fixed before the first run (no tuning): the tiny demo's network and optimizer, CQL's "
               "alpha = 1.0, DR3 0.03 (Dopamine's offline DR3 agent), IQL's expectile 0.7 and beta 3 (the IQL "
               "paper's locomotion values).",
+        # The tables again at the budget where Breakout alone reads the screen: the levers' learning rate
+        # (chosen on seed 0, checked on seeds 1-3) and their 20,000 updates (NOTES.md).
+        table_budgets=(("read", "20,000 updates at learning rate 3e-4", ("train.lr=3e-4", *_LEVER_BUDGET)),),
         # The mixed-quality regime: a quarter of the environments (2 of 8) scripted and three quarters
         # poor, both with 10% random actions; BC against CQL + DR3 at the levers' budget and learning rate.
         mixed_data=("prep.policy=mixed", "prep.epsilon=0.1", "prep.good_fraction=0.25", "prep.steps_per_game=50000",
@@ -240,6 +247,7 @@ SUITES: dict[str, Suite] = {
         pretrain_method="cql_dr3",
         finetune=("train.batch_size=2", "train.steps=4"),
         behaviour_episodes=2,
+        table_budgets=(("long", "2x the updates", ("train.steps=8",)),),
         probes=(Probe("Breakout-cql_dr3-2x", "CQL + DR3, Breakout alone, 2x the updates", "Breakout", "cql_dr3", ("train.steps=8",), (0, 1)),),
         peer=("data.n_step=1",),
         peer_seeds=(1,),

@@ -32,8 +32,9 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
-    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 45 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
-    assert summary["returns"]["Breakout"]["cql_dr3"] is None and summary["returns"]["Breakout"]["bc"]["seeds"] == 1
+    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 51 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
+    first = summary["tables"]["first"]
+    assert first["returns"]["Breakout"]["cql_dr3"] is None and first["returns"]["Breakout"]["bc"]["seeds"] == 1
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
     before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
@@ -72,7 +73,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
 
     report, summary = out.read_text(), json.loads(summary_path(out).read_text())
-    assert summary["jobs"] == {"finished": 45, "total": 45, "missing": []}
+    assert summary["jobs"] == {"finished": 51, "total": 51, "missing": []}
     # Transfer: a row per target, mode and start, each with its final return and area under the curve.
     rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
     assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
@@ -97,12 +98,20 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert [(seeds, updates) for _, seeds, updates in probe_rows] == [([1, 2], 4), ([0], 8), ([1], 8)]
     assert "seed 0 (where it was tried)" in probe_rows[1][0] and "(the check)" in probe_rows[2][0]
     for game in ("Breakout", "Freeway"):
-        assert all(summary["returns"][game][m]["seeds"] == 2 for m in ("bc", "cql_dr3"))
-    assert summary["returns"]["Breakout"]["cql_dr3/single-game"]["seeds"] == 2 and summary["returns"]["Breakout"]["behaviour"]["episodes"] == 2
-    assert set(summary["aggregate"]) == {"bc", "cql_dr3"} and all(len(a["ci"]) == 2 for a in summary["aggregate"].values())
-    assert set(summary["policy"]["cql_dr3"]) == {"seeds", "Breakout", "Freeway"} and summary["finetune"]["pretrained"]["seeds"] == 2
+        assert all(table["returns"][game][m]["seeds"] == 2 for m in ("bc", "cql_dr3") for table in summary["tables"].values())
+    # The main tables at each budget: the suite's own, and again at a further one (its runs carry its settings).
+    assert set(summary["tables"]) == {"long", "first"} and summary["tables"]["long"]["overrides"] == ["train.steps=8"]
+    for key, table in summary["tables"].items():
+        assert table["returns"]["Breakout"]["cql_dr3/single-game"]["seeds"] == 2 and table["returns"]["Breakout"]["behaviour"]["episodes"] == 2
+        assert set(table["aggregate"]) == {"bc", "cql_dr3"} and all(len(a["ci"]) == 2 for a in table["aggregate"].values())
+        assert set(table["policy"]["cql_dr3"]) == {"seeds", "Breakout", "Freeway"}
+    longer = json.loads((results / "multi-long__cql_dr3__seed2.json").read_text())
+    assert longer["budget"] == "long" and longer["updates"] == 8 and longer["config"]["games"] == ["Breakout", "Freeway"]
+    assert json.loads((results / "single-long__Breakout__cql_dr3__seed1.json").read_text())["updates"] == 8
+    assert summary["finetune"]["pretrained"]["seeds"] == 2
     # Every plot exists and the report links it where it says.
-    assert {p.rsplit("/", 1)[1] for p in summary["plots"]} == {"curves.png", "values.png", "finetune.png", "transfer.png"}
+    assert {p.rsplit("/", 1)[1] for p in summary["plots"]} == {"curves.png", "values.png", "curves-long.png", "values-long.png",
+                                                                 "finetune.png", "transfer.png"}
     for link in summary["plots"]:
         assert (out.parent / link).stat().st_size > 1000 and f"({link})" in report
 
@@ -122,7 +131,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 45
+    assert capsys.readouterr().out.count("done  ") == 51
 
     # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
     import shutil
@@ -150,6 +159,7 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert suite.finetune_game in suite.games and suite.single_game in suite.games
     bench = LearningBenchmark("cpu-small", "/nonexistent/work", "/nonexistent/results")
     assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) * (1 + len(suite.peer_variants)) + sum(len(p.seeds) for p in suite.probes)
+                               + len(suite.table_budgets) * 3 * (5 + 2)
                                + 1 + 3 * len(suite.mixed_methods) + sum(len(v[4]) for v in suite.mixed_variants)
                                + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds)))
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
