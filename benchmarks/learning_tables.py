@@ -162,7 +162,9 @@ def _mixed_variant_rows(bench, results, game: str, the_data: dict[str, Any], bc:
                 continue
             sm["versus_data"] = compare(sm, the_data).strip("*")
             sm["versus_bc"] = compare(sm, bc).strip("*") if bc is not None else None
-            lines.append(f"| {row} ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])}) | {fmt(sm['mean'])} "
+            per_seed = f" ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])})" if sm["seeds"] > 1 else ""
+            curve = curve_text([r for r in runs if r["seed"] in chosen], game)
+            lines.append(f"| {row}{per_seed}{f'; at each evaluation: {curve}' if curve else ''} | {fmt(sm['mean'])} "
                          f"| ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) | {compare(sm, the_data)} "
                          f"| {compare(sm, bc) if bc is not None else ''} |")
     return lines
