@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.learning_suites import METHODS_BY_NAME, PEER_METHOD
+from benchmarks.learning_suites import METHODS_BY_NAME, PEER_METHOD, slug as game_slug
 from scaled_ql.eval.scores import stratified_bootstrap_ci
 from scaled_ql.games import human_normalized_score
 from scaled_ql.losses.algorithms import BehaviourCloning
@@ -205,6 +205,11 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, 
              "| target | mode | start | final return (per seed) | AUC [95% CI] | intervals |", "|---|---|---|---|---|---|"]
     panels = []
     for label, game in t.targets:
+        b = (results.get(f"data/transfer-{game_slug(game)}") or {}).get("behaviour", {}).get(game)
+        summary.setdefault("transfer_behaviour", {})[game] = b
+        if b:  # what the small dataset's own policy scores, under the same evaluation
+            lines.append(f"| {label} ({game}) | the data's behaviour policy (epsilon {b['epsilon']}) | | {fmt(b['mean'])} "
+                         f"({b['episodes']} episodes) | | |")
         for mode, mode_label, _ in t.modes:
             runs = {start: [r for r in results.values() if r["kind"] == "transfer" and r["games"] == [game]
                             and r["mode"] == mode and r["start"] == start] for start in ("pretrained", "scratch")}

@@ -78,6 +78,8 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
     assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
     assert rows[("Breakout-m0d1", "online-calql", "pretrained")]["intervals"] in ("pretrained higher", "scratch higher", "overlap")
+    # Beside them, what each target's small dataset's own policy scores.
+    assert summary["transfer_behaviour"]["Breakout-m0d1"]["episodes"] == 2 and summary["transfer_behaviour"]["Freeway"]["epsilon"] == 0.5
     # Mixed quality: each part of the behaviour alone, the data, and both methods against the data and BC.
     for game in ("Breakout", "Freeway"):
         mixed_table = summary["mixed"][game]
