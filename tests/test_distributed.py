@@ -83,6 +83,8 @@ def test_deepspeed_zero_trains_checkpoints_and_resumes(tmp_path, stage):
     common = [f"data.path={data}", "eval.episodes=0", "train.batch_size=8", "dist.backend=deepspeed",
               f"dist.zero_stage={stage}", "train.log_every=2", "train.checkpoint_every=10", "train.lr=1e-3",
               "loss.cql_alpha=1.0"]
+    if stage == 2:  # a scheduled learning rate, set on the ZeRO optimizer's own parameter groups
+        common += ["train.lr_schedule=linear", "train.lr_decay_steps=50", "train.lr_final_ratio=0.5"]
     launch(2, tmp_path, *common, "train.steps=40")
     run = tmp_path / "runs" / "debug"
     state = latest_checkpoint(run) / "state"
@@ -98,6 +100,9 @@ def test_deepspeed_zero_trains_checkpoints_and_resumes(tmp_path, stage):
     launch(2, tmp_path / "straight", *common, "train.steps=50")
     resumed, straight = weights(run), weights(tmp_path / "straight" / "runs" / "debug")
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
+    if stage == 2:
+        lrs = scalars(run, "train/lr")
+        assert lrs[0] > lrs[-1] == pytest.approx(1e-3 * (1 - 0.5 * 49 / 50), rel=1e-5), lrs
 
 
 def test_fsdp_on_cpu_is_refused_with_the_key_named(tmp_path, debug_dataset):

@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scaled_ql.config import ConfigError
+from scaled_ql.config import ConfigError, TrainConfig
 from scaled_ql.train import trainer as trainer_mod
 from scaled_ql.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from scaled_ql.train.step import lr_factor
 from scaled_ql.train.trainer import NonFiniteLossError, pretrain
 from tests.conftest import debug_config
 
@@ -63,9 +64,14 @@ def test_smoke_run_leaves_checkpoints_tensorboard_and_eval(tmp_path, debug_datas
     assert trainer_state["step"] == 20 and trainer_state["world_size"] == 1 and "sampler" in trainer_state["ranks"][0]
 
 
-@pytest.mark.parametrize("augment", ["none", "shift"])
-def test_resume_is_bitwise_exact(tmp_path, debug_dataset, augment):
-    common = [f"data.path={debug_dataset}", "eval.episodes=0", f"train.augment={augment}"]
+# A scheduled learning rate with its decay horizon fixed (lr_decay_steps), so the run stopped at 10
+# updates and resumed to 20 follows the same schedule as the uninterrupted one.
+_COSINE = ("train.lr_schedule=cosine", "train.lr_warmup_steps=4", "train.lr_decay_steps=20", "train.lr_final_ratio=0.2")
+
+
+@pytest.mark.parametrize("extra", [("train.augment=none",), ("train.augment=shift",), _COSINE], ids=["plain", "shift", "cosine-lr"])
+def test_resume_is_bitwise_exact(tmp_path, debug_dataset, extra):
+    common = [f"data.path={debug_dataset}", "eval.episodes=0", *extra]
     full = pretrain(debug_config(tmp_path / "a", *common), progress=False)
     pretrain(debug_config(tmp_path / "b", *common, "train.steps=10"), progress=False)
     resumed = pretrain(debug_config(tmp_path / "b", *common), resume=True, progress=False)
@@ -230,3 +236,28 @@ def test_compiled_training_keeps_the_checkpoint_and_the_numbers(tmp_path, debug_
     assert eager.keys() == compiled.keys() and not any("_orig_mod" in k for k in compiled)
     for key in eager:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_learning_rate_schedules_warm_up_then_decay_to_their_final_rate():
+    cosine = TrainConfig(steps=100, lr_schedule="cosine", lr_warmup_steps=10, lr_final_ratio=0.1)
+    assert [lr_factor(k, cosine) for k in (0, 4, 9)] == [0.1, 0.5, 1.0]  # linear warm-up, full rate at its end
+    assert lr_factor(10, cosine) == 1.0 and lr_factor(55, cosine) == pytest.approx(0.55)  # half-way: the mean
+    assert lr_factor(100, cosine) == pytest.approx(0.1) and lr_factor(500, cosine) == pytest.approx(0.1)  # held after
+    linear = TrainConfig(steps=100, lr_schedule="linear", lr_decay_steps=50, lr_final_ratio=0.0)
+    assert [lr_factor(k, linear) for k in (0, 25, 50, 99)] == [1.0, 0.5, 0.0, 0.0]
+    assert all(lr_factor(k, TrainConfig(steps=100)) == 1.0 for k in range(100))
+    with pytest.raises(ConfigError, match="train.lr_schedule.*'constant', 'linear' or 'cosine'.*'step'"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_scheduled_learning_rate_is_logged_and_changes_the_updates(tmp_path, debug_dataset):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scheduled = pretrain(debug_config(tmp_path / "a", f"data.path={debug_dataset}", "eval.episodes=0", *_COSINE), progress=False)
+    events = EventAccumulator(str(scheduled.checkpoint.parent.parent / "tb")).Reload()
+    lrs = {e.step: e.value for e in events.Scalars("train/lr")}  # the rate of the update just taken
+    train = debug_config(tmp_path / "c", *_COSINE).train
+    assert sorted(lrs) == [5, 10, 15, 20] and all(v == pytest.approx(train.lr * lr_factor(s - 1, train)) for s, v in lrs.items())
+    assert train.lr * 0.2 < lrs[20] < lrs[15] < lrs[10] < lrs[5] and lrs[5] == pytest.approx(train.lr)  # warm-up over, decaying
+    constant = pretrain(debug_config(tmp_path / "b", f"data.path={debug_dataset}", "eval.episodes=0"), progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(scheduled.checkpoint).values(), _weights(constant.checkpoint).values()))

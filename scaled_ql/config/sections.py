@@ -301,6 +301,16 @@ class TrainConfig:
     """Adam learning rate."""
     adam_eps: float = 1.5e-4
     """Adam epsilon (DQN-Zoo / Dopamine value)."""
+    lr_schedule: str = "constant"
+    """How the learning rate moves over the updates: ``constant``, ``linear`` or ``cosine`` (from
+    ``lr`` down to ``lr * lr_final_ratio`` at update ``lr_decay_steps``, then held there). A pure
+    function of the update, so exact resume is unaffected."""
+    lr_warmup_steps: int = 0
+    """Updates of linear warm-up from 0 to ``lr`` before the schedule starts (any schedule)."""
+    lr_decay_steps: int = 0
+    """The update at which ``linear`` and ``cosine`` reach their final rate; 0: ``train.steps``."""
+    lr_final_ratio: float = 0.1
+    """The final learning rate of ``linear`` and ``cosine`` as a fraction of ``lr``."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 10.0
@@ -339,6 +349,11 @@ class TrainConfig:
         _check(self.steps >= 1, "train.steps", "at least 1", self.steps)
         _check(self.batch_size >= 1, "train.batch_size", "at least 1", self.batch_size)
         _check(self.lr > 0.0, "train.lr", "a positive number", self.lr)
+        _check(self.lr_schedule in ("constant", "linear", "cosine"), "train.lr_schedule", "'constant', 'linear' or 'cosine'",
+               self.lr_schedule)
+        _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "at least 0", self.lr_warmup_steps)
+        _check(self.lr_decay_steps >= 0, "train.lr_decay_steps", "at least 0", self.lr_decay_steps)
+        _check(0.0 <= self.lr_final_ratio <= 1.0, "train.lr_final_ratio", "a number in [0, 1]", self.lr_final_ratio)
         _check(self.target_update_period >= 1, "train.target_update_period", "at least 1", self.target_update_period)
         _check(self.log_every >= 1, "train.log_every", "at least 1", self.log_every)
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", "at least 1", self.checkpoint_every)

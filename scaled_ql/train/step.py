@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from scaled_ql.config import TrainConfig
 from scaled_ql.data.batch import TorchBatch
 from scaled_ql.losses.algorithms import Algorithm, NetworkOutputs
 from scaled_ql.losses.td import gather_actions
@@ -82,6 +85,29 @@ def train_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return metrics
+
+
+def lr_factor(update: int, train: TrainConfig) -> float:
+    """The learning rate of update ``update`` (0-based) as a fraction of ``train.lr``: linear
+    warm-up over ``lr_warmup_steps``, then ``lr_schedule`` down to ``lr_final_ratio`` at
+    ``lr_decay_steps`` (``train.steps`` when 0), held after it."""
+    warmup = train.lr_warmup_steps
+    if update < warmup:
+        return (update + 1) / warmup
+    if train.lr_schedule == "constant":
+        return 1.0
+    end = train.lr_decay_steps or train.steps
+    t = min(1.0, (update - warmup) / max(1, end - warmup))
+    r = train.lr_final_ratio
+    if train.lr_schedule == "linear":
+        return 1.0 - (1.0 - r) * t
+    return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    """Each parameter group's learning rate to its base rate times ``factor``."""
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = base * factor
 
 
 @torch.no_grad()

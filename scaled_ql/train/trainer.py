@@ -32,7 +32,7 @@ from scaled_ql.train.interrupt import TrainingInterrupted, enter_loop, leave_loo
 from scaled_ql.train.online import OnlinePart
 from scaled_ql.train.parallel import Distribution, Topology, make_accelerator, shutdown, unwrap
 from scaled_ql.train.phases import PhaseClock
-from scaled_ql.train.step import holdout_metrics, sync_target, train_step
+from scaled_ql.train.step import holdout_metrics, lr_factor, set_lr, sync_target, train_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,6 +136,7 @@ class _Run:
         self.prefetcher: Prefetcher | None = None  # started by the loop, after any resume
         self.run_dir = _prepare_run_dir(cfg, resume, dist)
         model, self.target, optimizer = build_training_state(cfg, device)
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]  # train.lr_schedule scales these
 
         self.step, self.last_ckpt, loaded = 0, None, None
         found, notes = find_resumable_checkpoint(self.run_dir) if resume else (None, [])
@@ -221,6 +222,7 @@ class _Run:
                 writer.add_scalar(f"perf/{name}_ms", 1000 * seconds / cfg.train.log_every, step)
             busy = sum(phases.get(k, 0.0) for k in ("sample", "to_device", "forward", "backward", "optimizer"))
             writer.add_scalar("perf/updates_per_s", cfg.train.log_every / max(busy, 1e-9), step)
+            writer.add_scalar("train/lr", self.optimizer.param_groups[-1]["lr"], step)  # the heads' rate
             for key, value in (self.online.metrics() if self.online is not None else {}).items():
                 writer.add_scalar(key, value, step)
         scalars = dict(zip(names, values))
@@ -244,12 +246,15 @@ def _train(run: _Run, progress: bool, clock: PhaseClock) -> TrainResult:
     run.model.train()
     run.start_drawing()
     clock.start()
+    scheduled = train.lr_schedule != "constant" or train.lr_warmup_steps > 0
     enter_loop()  # from here a signal finishes the update and checkpoints
     try:
         while run.step < train.steps:
             if run.online is not None:  # play, then learn: env steps, then one update
                 with clock.phase("act"):
                     run.online.act(run.step, train.steps)
+            if scheduled:
+                set_lr(run.optimizer, run.base_lrs, lr_factor(run.step, train))
             for _ in range(cfg.dist.grad_accum):  # one optimizer update per grad_accum micro-batches
                 batch = augment_batch(run.next_batch(clock), train.augment, train.augment_pad, cfg.seed, run.step)
                 with dist.accumulate(run.model):
