@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.learning_goals import goal_lines
 from benchmarks.learning_tables import (
     curve_text,
     draw_curve,
@@ -104,6 +105,8 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
     if any(not p.group for p in suite.probes):
         lines += [*_probe_lines(bench, results, behaviour, summary), ""]
     lines += _plot_lines(bench, results, behaviour, tables, plots, rel, summary)
+    at = lines.index("## Setup")  # the goals go first, read off everything above
+    lines[at:at] = [*goal_lines(suite, summary), ""]
     notes = bench.results / "NOTES.md"
     if notes.is_file():
         lines += ["", "## Authors' reading of these numbers", "", f"(From `{rel(notes)}`, written by hand after the runs.)", "",

@@ -35,6 +35,9 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 51 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
     first = summary["tables"]["first"]
     assert first["returns"]["Breakout"]["cql_dr3"] is None and first["returns"]["Breakout"]["bc"]["seeds"] == 1
+    # The goals section is read off the tables: with one job finished, every goal is open.
+    assert [g["verdict"] for g in summary["goals"]] == ["open"] * 4
+    assert out.read_text().index("## The benchmark's goals") < out.read_text().index("## Setup")
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
     before = (results / "multi__bc__seed1.json").stat().st_mtime_ns
@@ -111,6 +114,17 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert longer["budget"] == "long" and longer["updates"] == 8 and longer["config"]["games"] == ["Breakout", "Freeway"]
     assert json.loads((results / "single-long__Breakout__cql_dr3__seed1.json").read_text())["updates"] == 8
     assert summary["finetune"]["pretrained"]["seeds"] == 2
+    # With every job finished no goal is open, and each verdict is the tables' own comparison.
+    behaviour_goal, mixed_goal, peer_goal, transfer_goal = summary["goals"]
+    assert all(p["verdict"] in ("met", "not met") for g in summary["goals"] for p in g["parts"])
+    assert [p["verdict"] for p in behaviour_goal["parts"]] == [
+        "met" if len(summary["tables"][k]["aggregate"]["cql_dr3"]["beats_behaviour_on"]) >= 2 else "not met" for k in ("long", "first")]
+    assert [p["where"] for p in mixed_goal["parts"]] == ["the regime's own settings", "CQL alpha 0.1, the check"]
+    assert mixed_goal["parts"][0]["verdict"] == ("met" if all(summary["mixed"][g]["methods"]["cql_dr3"]["versus_bc"] == "better"
+                                                              for g in ("Breakout", "Freeway")) else "not met")
+    assert [p["where"] for p in peer_goal["parts"]] == ["the suite's setting", "learning rate 3e-4"]
+    assert [p["verdict"] for p in transfer_goal["parts"]] == [
+        "met" if rows[("Breakout-m0d1", m, "pretrained")]["intervals"] == "pretrained higher" else "not met" for m in ("offline", "online-calql")]
     # Every plot exists and the report links it where it says.
     assert {p.rsplit("/", 1)[1] for p in summary["plots"]} == {"curves.png", "values.png", "curves-long.png", "values-long.png",
                                                                  "finetune.png", "transfer.png"}
