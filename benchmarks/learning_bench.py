@@ -352,20 +352,26 @@ def greedy_action_summary(checkpoint: str | Path, cfg: ExperimentConfig, states_
     """What the trained greedy policy does on the data's own states: per game, how often it picks
     each action (``counts``, index = the game's action), the share of its most frequent action
     (``top_share``: near 1 means it ignores the state) and how often it picks the data's action
-    (``agreement``), on ``states_per_game`` states drawn from the training data (seed 0)."""
+    (``agreement``), on ``states_per_game`` states drawn from the training data (seed 0); beside them
+    each action's mean Q (``q_mean``) and the median action gap, best minus second-best Q
+    (``action_gap``): a greedy policy whose gap is within the values' error flips with small drifts."""
     model, _ = load_model(checkpoint)
     model.eval()
     store = ReplayStore(cfg.data.path, cfg.games, ignore_extra_games=cfg.data.ignore_extra_games)
     sampler = Sampler(store, states_per_game * len(cfg.games), n_step=cfg.data.n_step, gamma=cfg.data.gamma, seed=0)
     batch = sampler.sample().to_torch("cpu")
     with torch.no_grad():
-        actions = model.greedy_actions(batch.obs, batch.game).numpy()
+        out_q = model(batch.obs, batch.game)
+        actions = model.action_scores(out_q, model.model_cfg.act_with).argmax(-1).numpy()
     out = {}
     for g, game in enumerate(cfg.games):
-        mine = actions[batch.game.numpy() == g]
+        here = batch.game.numpy() == g
+        mine, q = actions[here], out_q.q[here][:, : model.action_counts[g]].numpy()
         counts = np.bincount(mine, minlength=model.action_counts[g])
+        top2 = np.sort(q, axis=1)[:, -2:]
         out[game] = {"counts": counts.tolist(), "top_share": float(counts.max() / counts.sum()),
-                     "agreement": float((mine == batch.action.numpy()[batch.game.numpy() == g]).mean())}
+                     "agreement": float((mine == batch.action.numpy()[here]).mean()),
+                     "q_mean": q.mean(0).tolist(), "action_gap": float(np.median(top2[:, 1] - top2[:, 0]))}
     return out
 
 

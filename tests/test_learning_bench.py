@@ -5,6 +5,7 @@ results alone."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -29,6 +30,8 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     policy_record = record["policy"]
     policy = policy_record["Breakout"]
     assert sum(policy["counts"]) == 256 and len(policy["counts"]) == 4 and 0.25 <= policy["top_share"] <= 1.0
+    # Beside the actions, each action's mean Q and the median gap between the best two (never negative).
+    assert len(policy["q_mean"]) == 4 and all(math.isfinite(q) for q in policy["q_mean"]) and policy["action_gap"] >= 0
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
