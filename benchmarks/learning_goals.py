@@ -17,15 +17,17 @@ HEADLINE = "cql_dr3"  # the method the project is about
 IMITATION = "bc"
 
 
-def goal_lines(suite, summary: dict[str, Any]) -> list[str]:
-    """The goals section (Markdown lines); also stores ``summary["goals"]``."""
+def goal_lines(bench, summary: dict[str, Any]) -> list[str]:
+    """The goals section of ``bench`` (a ``LearningBenchmark``; its seeds are the ones its jobs run)
+    as Markdown lines; also stores ``summary["goals"]``."""
+    suite, seeds = bench.suite, len(bench.seeds)
     n = len(suite.games)
     need = math.ceil(2 * n / 3)
     goals = [
-        (f"CQL + DR3 beats the behaviour policy on at least {need} of {n} games (main tables, {len(suite.seeds)} seeds)",
-         _behaviour_parts(suite, summary, need)),
+        (f"CQL + DR3 beats the behaviour policy on at least {need} of {n} games (main tables, {seeds} seeds)",
+         _behaviour_parts(suite, summary, need, seeds)),
         (f"On the mixed-quality data, CQL + DR3 beats BC on at least {need} of {n} games",
-         _mixed_parts(suite, summary, need)) if suite.mixed_data else None,
+         _mixed_parts(suite, summary, need, seeds)) if suite.mixed_data else None,
         ("Our CQL learns at least as well as d3rlpy's DiscreteCQL on the same data and budget (final return within noise or better)",
          _peer_parts(suite, summary)) if suite.peer else None,
         ("Pretrained beats scratch on the held-out variant: the 95% intervals of the area under the return curve do not overlap",
@@ -33,7 +35,8 @@ def goal_lines(suite, summary: dict[str, Any]) -> list[str]:
     ]
     lines = ["## The benchmark's goals, read off the tables below", "",
              "Each goal's verdict comes from the numbers of the tables (the same comparisons: twice the combined "
-             "standard error, or the bootstrap intervals). A part that has not run on all of its seeds is open. "
+             "standard error, or the bootstrap intervals). A part that has not run on all of its seeds is open, and "
+             "so is a goal with an open part. "
              "Settings tried on one seed only are not parts: their rows are in the tables.", "",
              "| goal | verdict | the parts |", "|---|---|---|"]
     summary["goals"] = []
@@ -47,26 +50,25 @@ def goal_lines(suite, summary: dict[str, Any]) -> list[str]:
 
 
 def _overall(parts: list[dict[str, Any]]) -> str:
+    """met (every part), not met (none), met in k of n; open while any part is open."""
     done = [p for p in parts if p["verdict"] in ("met", "not met")]
     met = [p for p in done if p["verdict"] == "met"]
-    open_ = len(parts) - len(done)
-    if not done:
-        return "open"
-    head = "met" if len(met) == len(done) else "not met" if not met else f"met in {len(met)} of {len(done)}"
-    return head + (f", {open_} open" if open_ else "")
+    if not parts or len(done) < len(parts):
+        return f"open: {len(parts) - len(done)} of {len(parts)} parts still to run; met in {len(met)} of the {len(done)} finished"
+    return "met" if len(met) == len(done) else "not met" if not met else f"met in {len(met)} of {len(done)}"
 
 
 def _part(where: str, verdict: str, detail: str = "") -> dict[str, Any]:
     return {"where": where, "verdict": verdict, "detail": detail}
 
 
-def _behaviour_parts(suite, summary: dict[str, Any], need: int) -> list[dict[str, Any]]:
+def _behaviour_parts(suite, summary: dict[str, Any], need: int, want: int) -> list[dict[str, Any]]:
     parts = []
     for key, table in summary["tables"].items():
         rows = [table["returns"].get(g, {}).get(HEADLINE) for g in suite.games]
         seeds = min((r["seeds"] for r in rows if r), default=0) if all(rows) else 0
-        if seeds < len(suite.seeds):
-            parts.append(_part(table["label"], "open", f"{seeds} of {len(suite.seeds)} seeds run"))
+        if seeds < want:
+            parts.append(_part(table["label"], "open", f"{seeds} of {want} seeds run"))
             continue
         wins = table["aggregate"][HEADLINE]["beats_behaviour_on"]
         parts.append(_part(table["label"], "met" if len(wins) >= need else "not met",
@@ -74,9 +76,11 @@ def _behaviour_parts(suite, summary: dict[str, Any], need: int) -> list[dict[str
     return parts
 
 
-def _mixed_parts(suite, summary: dict[str, Any], need: int) -> list[dict[str, Any]]:
+def _mixed_parts(suite, summary: dict[str, Any], need: int, want: int) -> list[dict[str, Any]]:
     mixed = summary.get("mixed", {})
-    rows = {"the regime's own settings": (lambda g: mixed.get(g, {}).get("methods", {}).get(HEADLINE), len(suite.seeds))}
+    imitation = [mixed.get(g, {}).get("methods", {}).get(IMITATION) for g in suite.games]
+    bc_seeds = min((r["seeds"] for r in imitation if r), default=0) if all(imitation) else 0
+    rows = {"the regime's own settings": (lambda g: mixed.get(g, {}).get("methods", {}).get(HEADLINE), want)}
     for slug, label, method, _, seeds in suite.mixed_variants:
         if method == HEADLINE and len(seeds) > 1:  # chosen on its first seed, checked on the others
             rows[f"{label}, the check"] = (lambda g, key=f"{slug}/{method}": (mixed.get(g, {}).get("variants", {})
@@ -84,8 +88,8 @@ def _mixed_parts(suite, summary: dict[str, Any], need: int) -> list[dict[str, An
     parts = []
     for where, (row, seeds) in rows.items():
         found = [row(g) for g in suite.games]
-        if not all(found) or min(r["seeds"] for r in found) < seeds:
-            parts.append(_part(where, "open", "not run on all seeds"))
+        if not all(found) or min(r["seeds"] for r in found) < seeds or bc_seeds < want:
+            parts.append(_part(where, "open", "not run on all seeds, its own or BC's"))
             continue
         wins = [g for g, r in zip(suite.games, found) if r["versus_bc"] == "better"]
         parts.append(_part(where, "met" if len(wins) >= need else "not met",

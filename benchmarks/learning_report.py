@@ -33,6 +33,7 @@ from benchmarks.learning_tables import (
     peer_lines,
     policy_cell,
     save_figure,
+    se_from_std,
     summarize,
     transfer_lines,
     value_cell,
@@ -106,7 +107,7 @@ def write_report(bench, out: str | Path, plots_dir: str | Path | None = None) ->
         lines += [*_probe_lines(bench, results, behaviour, summary), ""]
     lines += _plot_lines(bench, results, behaviour, tables, plots, rel, summary)
     at = lines.index("## Setup")  # the goals go first, read off everything above
-    lines[at:at] = [*goal_lines(suite, summary), ""]
+    lines[at:at] = [*goal_lines(bench, summary), ""]
     notes = bench.results / "NOTES.md"
     if notes.is_file():
         lines += ["", "## Authors' reading of these numbers", "", f"(From `{rel(notes)}`, written by hand after the runs.)", "",
@@ -132,7 +133,7 @@ def _table_lines(bench, results: dict[str, dict[str, Any]], budget: str, by_meth
         table = part["returns"][game] = {"behaviour": b}
         lines += [f"### {game}", "", "| policy | return | (SE episodes) | seeds | HNS | versus behaviour |", "|---|---:|---:|---:|---:|---|"]
         if b:
-            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(b['std'] / math.sqrt(b['episodes']))} "
+            lines.append(f"| behaviour (scripted, epsilon {b['epsilon']}) | {fmt(b['mean'])} +/- {fmt(se_from_std(b['std'], b['episodes']))} "
                          f"| | {b['episodes']} episodes | {fmt(b['human_normalized'], 3)} | |")
         rows = [(m.name, m.label, by_method[m.name]) for m in suite.methods]
         if game == suite.single_game:

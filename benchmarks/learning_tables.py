@@ -25,6 +25,12 @@ def _se(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
+def se_from_std(std: float, n: int) -> float:
+    """Standard error of a mean of ``n`` values from their population standard deviation (ddof 0,
+    as the evaluator and the dataset card store it): the sample one (ddof 1) over sqrt(n)."""
+    return std / math.sqrt(n - 1) if n > 1 else float("nan")
+
+
 def fmt(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -47,7 +53,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
     standard error (over seeds where there are several, else over episodes)."""
     se = [x["se_seeds"] if not math.isnan(x["se_seeds"]) else x["se_episodes"] for x in (a, b)]
     gap, noise = a["mean"] - b["mean"], 2 * math.hypot(*se)
-    if math.isnan(noise):
+    if math.isnan(noise) or not math.isfinite(gap):
         return "n/a"
     return "**better**" if gap > noise else ("worse" if gap < -noise else "within noise")
 
@@ -55,7 +61,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
 def verdict(method: dict[str, Any], behaviour: dict[str, Any]) -> str:
     """Better / worse than the behaviour policy when the gap exceeds twice the combined standard
     error (seeds for the method, episodes for the behaviour policy), else within noise."""
-    se = behaviour["std"] / math.sqrt(max(behaviour["episodes"], 1))
+    se = se_from_std(behaviour["std"], behaviour["episodes"])
     return compare(method, {"mean": behaviour["mean"], "se_seeds": float("nan"), "se_episodes": se})
 
 
@@ -111,16 +117,16 @@ def mixed_lines(bench, results: dict[str, dict[str, Any]], summary: dict[str, An
             b = parts.get(game, {}).get(kind)
             if b:
                 lines.append(f"| {label} (epsilon {b['epsilon']}, {b['episodes']} evaluation episodes) | {fmt(b['mean'])} "
-                             f"| ({fmt(b['std'] / math.sqrt(b['episodes']))}) | | |")
+                             f"| ({fmt(se_from_std(b['std'], b['episodes']))}) | | |")
         for kind in ("scripted", "poor"):
             e = ep.get(kind, {})
             if e.get("episodes"):
                 lines.append(f"| the data's {kind} part ({e['envs']} of {data['collection']['num_envs']} environments, "
-                             f"{e['episodes']} episodes) | {fmt(e['return_mean'])} | ({fmt(e['return_std'] / math.sqrt(e['episodes']))}) | | |")
+                             f"{e['episodes']} episodes) | {fmt(e['return_mean'])} | ({fmt(se_from_std(e['return_std'], e['episodes']))}) | | |")
         if "return_mean" not in g:
             continue
         the_data = table["data"] = {"mean": g["return_mean"], "se_seeds": float("nan"),
-                                    "se_episodes": g["return_std"] / math.sqrt(g["episodes"]), "episodes": g["episodes"]}
+                                    "se_episodes": se_from_std(g["return_std"], g["episodes"]), "episodes": g["episodes"]}
         lines.append(f"| **the data** (all {g['episodes']} episodes) | {fmt(g['return_mean'])} | ({fmt(the_data['se_episodes'])}) | | |")
         sums = {m: summarize([r for r in results.values() if r["kind"] == "mixed" and r["method"] == m and not r.get("variant")], game)
                 for m in suite.mixed_methods}
@@ -164,9 +170,11 @@ def _mixed_variant_rows(bench, results, game: str, the_data: dict[str, Any], bc:
             sm["versus_bc"] = compare(sm, bc).strip("*") if bc is not None else None
             per_seed = f" ({sm['seeds']} seeds: {', '.join(fmt(x) for x in sm['per_seed'])})" if sm["seeds"] > 1 else ""
             curve = curve_text([r for r in runs if r["seed"] in chosen], game)
+            # One seed: the verdict knows only its episodes' spread, not what another seed would change.
+            one = " (1 seed)" if sm["seeds"] == 1 else ""
             lines.append(f"| {row}{per_seed}{f'; at each evaluation: {curve}' if curve else ''} | {fmt(sm['mean'])} "
-                         f"| ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) | {compare(sm, the_data)} "
-                         f"| {compare(sm, bc) if bc is not None else ''} |")
+                         f"| ({fmt(sm['se_seeds'] if sm['seeds'] > 1 else sm['se_episodes'])}) | {compare(sm, the_data)}{one} "
+                         f"| {compare(sm, bc) + one if bc is not None else ''} |")
     return lines
 
 
@@ -199,9 +207,10 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, 
              + ("; its final returns: " + ", ".join(f"{g} {fmt(v['mean'])}" for g, v in pre["final"].items()) if pre else "; not run yet")
              + f") is fine-tuned to each target from a small dataset of it (`{' '.join(t.target_data)}`), offline and online, "
              f"against the same network trained from scratch on the same data and budget (`{' '.join(t.finetune)}`), seeds "
-             f"{', '.join(map(str, t.seeds))}. AUC: the evaluation return averaged over fine-tuning (area under the curve "
-             "over the updates it spans); in brackets its 95% percentile-bootstrap interval over seeds. Pretraining "
-             "helps where the intervals do not overlap.", "",
+             f"{', '.join(map(str, t.seeds))}. AUC: the evaluation return averaged over fine-tuning from its first "
+             "evaluation to its last (area under the curve over the updates it spans; runs are not evaluated before "
+             "their first update); in brackets its 95% percentile-bootstrap interval over seeds. Pretraining helps "
+             "where the intervals do not overlap; AUCs are compared only between runs evaluated over the same span.", "",
              "| target | mode | start | final return (per seed) | AUC [95% CI] | intervals |", "|---|---|---|---|---|---|"]
     panels = []
     for label, game in t.targets:
@@ -217,7 +226,9 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, 
             for start, rs in runs.items():
                 aucs[start] = [a for r in rs if (a := area_under_curve(r["curves"].get(f"eval_return/{game}", []))) is not None]
                 cis[start] = _interval(aucs[start])
-            apart = ("n/a" if cis["pretrained"] is None or cis["scratch"] is None else
+            spans = {(c[0][0], c[-1][0]) for rs in runs.values() for r in rs if (c := r["curves"].get(f"eval_return/{game}"))}
+            apart = ("n/a: evaluation spans differ" if len(spans) > 1 else
+                     "n/a" if cis["pretrained"] is None or cis["scratch"] is None else
                      "pretrained higher" if cis["pretrained"][0] > cis["scratch"][1] else
                      "scratch higher" if cis["scratch"][0] > cis["pretrained"][1] else "overlap")
             for start, rs in runs.items():
@@ -240,7 +251,7 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, 
             ax = fig.add_subplot(len(t.targets), len(t.modes), i + 1)
             for start, color in (("pretrained", "C0"), ("scratch", "C1")):
                 curve = mean_curve(runs[start], f"eval_return/{game}")
-                if curve is not None:  # a 95% band: 1.96 standard errors over seeds
+                if curve is not None:  # +/- 1.96 standard errors over seeds (with 3 seeds, narrower than a 95% interval)
                     steps, mean, se = curve
                     ax.plot(steps, mean, color=color, label=start)
                     ax.fill_between(steps, mean - 1.96 * se, mean + 1.96 * se, color=color, alpha=0.2)

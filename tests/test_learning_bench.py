@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from scaled_ql.cli import main
 from benchmarks.learning_bench import LearningBenchmark
+from benchmarks.learning_goals import _mixed_parts, _overall
 from benchmarks.learning_report import summary_path
 from benchmarks.learning_suites import SUITES
+from benchmarks.learning_tables import compare, se_from_std
 
 pytestmark = [pytest.mark.slow, pytest.mark.ale]
 
@@ -39,7 +42,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     first = summary["tables"]["first"]
     assert first["returns"]["Breakout"]["cql_dr3"] is None and first["returns"]["Breakout"]["bc"]["seeds"] == 1
     # The goals section is read off the tables: with one job finished, every goal is open.
-    assert [g["verdict"] for g in summary["goals"]] == ["open"] * 4
+    assert all(g["verdict"].startswith("open: ") for g in summary["goals"]) and len(summary["goals"]) == 4
     assert out.read_text().index("## The benchmark's goals") < out.read_text().index("## Setup")
 
     # The rest: finished jobs are not run again (their files keep their timestamps).
@@ -160,6 +163,29 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--only", "probe/*/seed1"]) == 0
     assert (work / "data" / "main" / "scaled_ql_dataset.json").is_file()
     assert "making it again" in capsys.readouterr().out
+
+
+def test_verdicts_say_what_the_numbers_allow():
+    """The comparisons under every published verdict: no verdict from a missing number, sample
+    standard errors from the population deviations the evaluator stores, and no goal called
+    while one of its parts is still running (or BC, its yardstick, is)."""
+    one = {"mean": 2.0, "se_seeds": 0.1, "se_episodes": 0.1}
+    assert compare(one, {"mean": float("nan"), "se_seeds": 0.1, "se_episodes": 0.1}) == "n/a"
+    assert compare(one, {"mean": 1.0, "se_seeds": 0.1, "se_episodes": 0.1}) == "**better**"
+    returns = [1.0, 2.0, 6.0]
+    assert se_from_std(float(np.std(returns)), 3) == pytest.approx(np.std(returns, ddof=1) / math.sqrt(3))
+    assert math.isnan(se_from_std(0.0, 1))
+
+    met, missed, running = ({"verdict": v} for v in ("met", "not met", "open"))
+    assert _overall([met, met]) == "met" and _overall([missed]) == "not met" and _overall([met, missed]) == "met in 1 of 2"
+    assert _overall([met, running]).startswith("open: 1 of 2 parts") and _overall([]).startswith("open")
+
+    suite = SUITES["smoke"]
+    cql = {"seeds": 2, "versus_bc": "better"}
+    summary = {"mixed": {g: {"methods": {"cql_dr3": cql, "bc": {"seeds": 2}}, "variants": {}} for g in suite.games}}
+    assert _mixed_parts(suite, summary, need=2, want=2)[0]["verdict"] == "met"
+    summary["mixed"]["Freeway"]["methods"]["bc"] = {"seeds": 1}  # BC still running: no verdict against it
+    assert _mixed_parts(suite, summary, need=2, want=2)[0]["verdict"] == "open"
 
 
 def test_bad_requests_name_what_is_wrong(tmp_path, capsys):
