@@ -78,6 +78,13 @@ def test_prep_pretrain_finetune_evaluate_and_card_of_a_variant(tmp_path):
 
     assert main(["pretrain", "--config", DEBUG, "--no-progress", "games=[Freeway]", f"data.path={base_data}",
                  "name=base", "train.batch_size=4", *small]) == 0
+    # Zero-shot: the base network plays the variant with Freeway's head, and says so.
+    zero = tmp_path / "zero-shot"
+    assert main(["evaluate", "--checkpoint", str(runs / "base"), "--games", "Freeway-m1d0", "--episodes", "1",
+                 "--max-episode-steps", "20", "--out", str(zero), "--no-progress"]) == 0
+    played = json.loads((zero / "eval.json").read_text())["games"]["Freeway-m1d0"]
+    assert played["head"] == "Freeway" and played["episodes"] == 1
+    assert main(["evaluate", "--checkpoint", str(runs / "base"), "--games", "Pong-m0d1", "--episodes", "1"]) == 2
     assert main(["finetune", "--init", str(runs / "base"), "--game", "Freeway-m1d0", "--data", str(var_data),
                  "--no-progress", "name=variant", "train.steps=10", "train.batch_size=4", f"runs_dir={runs}"]) == 0
     config = json.loads(next((runs / "variant" / "checkpoints").glob("*/model/config.json")).read_text())

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a run folder, a checkpoint folder, its model/ folder, or a Hub model repo id (owner/name; "
                    "only a path that does not exist here is looked up on the Hub)")
     p.add_argument("--episodes", type=int, default=None, help="episodes per game (default: the checkpoint's eval.episodes)")
-    p.add_argument("--games", nargs="+", default=None, help="evaluate only these games (default: all the checkpoint's games)")
+    p.add_argument("--games", nargs="+", default=None, help="evaluate only these games (default: all the checkpoint's games); a variant of a game it "
+                   "knows (Breakout-m0d1) is played with that game's head, zero-shot")
     p.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes after this many agent steps (CPU budget)")
     p.add_argument("--num-envs", type=int, default=None, help="parallel ALE environments per game")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the checkpoint's seed)")

@@ -11,6 +11,7 @@ import torch
 
 from scaled_ql.config import ConfigError, EvalConfig
 from scaled_ql.eval.evaluate import evaluate, format_score_table
+from scaled_ql.games import get_game
 from scaled_ql.models.loading import load_model, load_train_config
 from scaled_ql.models.policy import greedy_policy
 
@@ -36,18 +37,40 @@ def evaluate_checkpoint(
     if eval_cfg.episodes < 1:
         raise ConfigError(f"--episodes: expected at least 1 episode per game, found {eval_cfg.episodes}")
     chosen = games or model.games
-    unknown = [g for g in chosen if g not in model.games]
+    heads = {g: _head_for(g, model.games) for g in chosen}
+    unknown = [g for g, head in heads.items() if head is None]
     if unknown:
-        raise ConfigError(f"--games: checkpoint '{source}' has no head for {unknown}; it knows {model.games}")
+        raise ConfigError(f"--games: checkpoint '{source}' has no head for {unknown} (nor for their games, if variants); "
+                          f"it knows {model.games}")
+    for g, head in heads.items():
+        if head != g:  # zero-shot: a variant the network never trained on, played with its game's head
+            print(f"{g}: no head of its own in the checkpoint; played with {head}'s head (zero-shot)")
 
     policy = greedy_policy(model, torch.device("cpu"))
-    ids = {g: model.games.index(g) for g in chosen}
+    ids = {g: model.games.index(heads[g]) for g in chosen}
     out = Path(out_dir) if out_dir is not None else (Path(source).parent / "eval" if Path(source).exists() else Path("eval"))
     seed = seed if seed is not None else (cfg.seed + 1_000_003 if cfg is not None else 0)
     results = evaluate(
         lambda obs, game_id: policy(obs, game_id), chosen, model.env_cfg, eval_cfg, seed=seed,
         out_dir=out, progress=progress, game_ids=ids,
     )
+    borrowed = {g: head for g, head in heads.items() if head != g}
+    if borrowed:  # recorded beside the returns: whose head played
+        for g, head in borrowed.items():
+            results["games"][g]["head"] = head
+        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_score_table(results))
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
     return json.loads(json.dumps(results))
+
+
+def _head_for(game: str, known: list[str]) -> str | None:
+    """The head that plays ``game``: its own, else (for a variant, e.g. ``Breakout-m0d1``) its
+    game's, which has the same ROM and actions; None when the checkpoint has neither."""
+    if game in known:
+        return game
+    try:
+        base = get_game(game).base
+    except KeyError:
+        return None
+    return base if base in known else None
