@@ -43,6 +43,8 @@ from scaled_ql.data.schema import METADATA_FILE, read_metadata
 from scaled_ql.data.sampler import Sampler
 from scaled_ql.data.store import ReplayStore
 from scaled_ql.eval.compare import read_scalars
+from scaled_ql.eval.run import evaluate_checkpoint
+from scaled_ql.games import get_game
 from scaled_ql.models.loading import latest_checkpoint, load_model
 from scaled_ql.train.finetune import finetune_config
 from scaled_ql.train.trainer import pretrain
@@ -193,6 +195,11 @@ class LearningBenchmark:
             data = self.work / "data" / f"transfer-{slug(game)}"
             jobs.append(Job(f"data/transfer-{slug(game)}", "data",
                             lambda game=game, data=data: self._data([game], data, t.target_data)))
+            base = get_game(game).base
+            if base in t.pretrain_games:  # a variant of a pretraining game: the pretrained network plays it before fine-tuning
+                jobs.append(Job(f"transfer/{slug(game)}/zero-shot", "zero-shot",
+                                lambda game=game: self._zero_shot(self.work / "runs" / pre_name, game),
+                                ("transfer/pretrain",), {"games": [game], "target": label, "head": base}))
         for seed in t.seeds:
             for label, game in t.targets:
                 data = self.work / "data" / f"transfer-{slug(game)}"
@@ -214,6 +221,14 @@ class LearningBenchmark:
                                         {"method": method.name, "seed": seed, "start": start, "games": [game],
                                          "target": label, "mode": mode}))
         return jobs
+
+    def _zero_shot(self, run_dir: Path, game: str) -> dict[str, Any]:
+        """``game`` played by the pretrained network as it is (its game's head), under the runs' protocol."""
+        out = self.work / "runs" / f"transfer-zero-shot-{slug(game)}"
+        res = evaluate_checkpoint(run_dir, games=[game], out_dir=out, progress=self.progress)["games"][game]
+        return {"final": {game: {k: res.get(k) for k in ("mean", "std", "episodes", "returns", "human_normalized",
+                                                         "discounted_mean", "truncated_episodes", "head")}},
+                "checkpoint": str(latest_checkpoint(run_dir))}
 
     def _peer_fn(self, impl: str, seed: int, data: Path, variant: str = "",
                  extra: tuple[str, ...] = ()) -> Callable[[], dict[str, Any]]:

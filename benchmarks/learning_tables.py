@@ -219,6 +219,11 @@ def transfer_lines(bench, results: dict[str, dict[str, Any]], plots: Path, rel, 
         if b:  # what the small dataset's own policy scores, under the same evaluation
             lines.append(f"| {label} ({game}) | the data's behaviour policy (epsilon {b['epsilon']}) | | {fmt(b['mean'])} "
                          f"({b['episodes']} episodes) | | |")
+        zero = (results.get(f"transfer/{game_slug(game)}/zero-shot") or {}).get("final", {}).get(game)
+        summary.setdefault("transfer_zero_shot", {})[game] = zero
+        if zero:  # the pretrained network as it is, its game's head playing the variant: where fine-tuning starts
+            lines.append(f"| {label} ({game}) | before fine-tuning (zero-shot, {zero.get('head') or 'its own'} head) | pretrained "
+                         f"| {fmt(zero['mean'])} ({zero['episodes']} episodes) | | |")
         for mode, mode_label, _ in t.modes:
             runs = {start: [r for r in results.values() if r["kind"] == "transfer" and r["games"] == [game]
                             and r["mode"] == mode and r["start"] == start] for start in ("pretrained", "scratch")}

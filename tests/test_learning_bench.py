@@ -38,7 +38,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     data = json.loads((results / "data__main.json").read_text())
     assert set(data["behaviour"]) == {"Breakout", "Freeway"} and data["behaviour"]["Breakout"]["episodes"] == 2
     summary = json.loads(summary_path(out).read_text())  # the numbers of every table in the report
-    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 51 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
+    assert summary["jobs"]["finished"] == 2 and summary["jobs"]["total"] == 52 and "multi/cql_dr3/seed1" in summary["jobs"]["missing"]
     first = summary["tables"]["first"]
     assert first["returns"]["Breakout"]["cql_dr3"] is None and first["returns"]["Breakout"]["bc"]["seeds"] == 1
     # The goals section is read off the tables: with one job finished, every goal is open.
@@ -82,11 +82,17 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert json.loads((results / "data__transfer-Breakout_m0d1.json").read_text())["games"]["Breakout-m0d1"]["mode"] == 0
 
     report, summary = out.read_text(), json.loads(summary_path(out).read_text())
-    assert summary["jobs"] == {"finished": 51, "total": 51, "missing": []}
+    assert summary["jobs"] == {"finished": 52, "total": 52, "missing": []}
     # Transfer: a row per target, mode and start, each with its final return and area under the curve.
     rows = {(r["game"], r["mode"], r["start"]): r for r in summary["transfer"]}
     assert len(rows) == 2 * 2 * 2 and all(r["summary"]["seeds"] == 2 and len(r["auc_per_seed"]) == 2 for r in rows.values())
     assert rows[("Breakout-m0d1", "online-calql", "pretrained")]["intervals"] in ("pretrained higher", "scratch higher", "overlap")
+    # The variant of a pretraining game is also played by the pretrained network before fine-tuning (its game's
+    # head); the held-out game, with no head to play it, is not.
+    zero = json.loads((results / "transfer__Breakout_m0d1__zero-shot.json").read_text())
+    assert zero["final"]["Breakout-m0d1"]["head"] == "Breakout" and zero["final"]["Breakout-m0d1"]["episodes"] == 2
+    assert summary["transfer_zero_shot"]["Breakout-m0d1"]["mean"] == zero["final"]["Breakout-m0d1"]["mean"]
+    assert summary["transfer_zero_shot"]["Freeway"] is None and "before fine-tuning (zero-shot, Breakout head)" in report
     # Beside them, what each target's small dataset's own policy scores.
     assert summary["transfer_behaviour"]["Breakout-m0d1"]["episodes"] == 2 and summary["transfer_behaviour"]["Freeway"]["epsilon"] == 0.5
     # Mixed quality: each part of the behaviour alone, the data, and both methods against the data and BC.
@@ -153,7 +159,7 @@ def test_smoke_suite_end_to_end_resumable_and_reported(tmp_path, capsys):
     assert main([*args, "--report-only"]) == 0 and out.is_file()
     capsys.readouterr()
     assert main([*args, "--list"]) == 0
-    assert capsys.readouterr().out.count("done  ") == 51
+    assert capsys.readouterr().out.count("done  ") == 52
 
     # A fresh clone holds the results, not the datasets: a job still to run makes its dataset again.
     import shutil
@@ -206,7 +212,9 @@ def test_cpu_small_suite_is_the_issue_protocol():
     assert len(bench.jobs) == (2 + 5 * 3 + 2 * 3 + 1 + 2 * 3 + 2 * len(suite.peer_seeds) * (1 + len(suite.peer_variants)) + sum(len(p.seeds) for p in suite.probes)
                                + len(suite.table_budgets) * 3 * (5 + 2)
                                + 1 + 3 * len(suite.mixed_methods) + sum(len(v[4]) for v in suite.mixed_variants)
-                               + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds)))
+                               + 1 + len(suite.transfer.targets) * (1 + 2 * len(suite.transfer.modes) * len(suite.transfer.seeds))
+                               + 1)  # the held-out variant before fine-tuning (the held-out game has no head to play it)
+    assert "transfer/Breakout_m0d1/zero-shot" in {j.id for j in bench.jobs}
     # Probes run last and on a seed the tables do not use (their settings were not tuned on the reported seeds).
     probes = [j for j in bench.jobs if j.kind == "probe"]
     assert bench.jobs[-len(probes):] == probes and len(probes) == sum(len(p.seeds) for p in suite.probes)
