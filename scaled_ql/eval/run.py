@@ -11,7 +11,6 @@ import torch
 
 from scaled_ql.config import ConfigError, EvalConfig
 from scaled_ql.eval.evaluate import evaluate, format_score_table
-from scaled_ql.games import get_game
 from scaled_ql.models.loading import load_model, load_train_config
 from scaled_ql.models.policy import greedy_policy
 
@@ -37,7 +36,7 @@ def evaluate_checkpoint(
     if eval_cfg.episodes < 1:
         raise ConfigError(f"--episodes: expected at least 1 episode per game, found {eval_cfg.episodes}")
     chosen = games or model.games
-    heads = {g: _head_for(g, model.games) for g in chosen}
+    heads = {g: model.head_for(g) for g in chosen}
     unknown = [g for g, head in heads.items() if head is None]
     if unknown:
         raise ConfigError(f"--games: checkpoint '{source}' has no head for {unknown} (nor for their games, if variants); "
@@ -63,14 +62,3 @@ def evaluate_checkpoint(
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
     return json.loads(json.dumps(results))
 
-
-def _head_for(game: str, known: list[str]) -> str | None:
-    """The head that plays ``game``: its own, else (for a variant, e.g. ``Breakout-m0d1``) its
-    game's, which has the same ROM and actions; None when the checkpoint has neither."""
-    if game in known:
-        return game
-    try:
-        base = get_game(game).base
-    except KeyError:
-        return None
-    return base if base in known else None

@@ -152,8 +152,8 @@ class MultiGameQNetwork(
         reused, fresh, from_base = [], [], {}
         for g, game in enumerate(self.games):
             # A game variant (Freeway-m1d0) the source has no head for starts from its game's head.
-            origin = game if game in source.games else _variant_base(game)
-            if origin not in source.games:
+            origin = source.head_for(game)
+            if origin is None:
                 fresh.append(game)
                 continue
             if origin != game:
@@ -165,6 +165,12 @@ class MultiGameQNetwork(
                 mb[h, :n].copy_(tb[sh, :n])
             reused.append(game)
         return {"reused_heads": reused, "new_heads": fresh, "variant_heads": from_base}
+
+    def head_for(self, game: str) -> str | None:
+        """The game whose head plays ``game``: its own, else (a variant, ``Freeway-m1d0``) its
+        game's, which has the same ROM and actions; None when this network has neither."""
+        origin = game if game in self.games else _variant_base(game)
+        return origin if origin in self.games else None
 
     @property
     def distributional(self) -> bool:
