@@ -1,5 +1,6 @@
 """Real multi-process training on CPU over gloo: DDP equals one process, DeepSpeed ZeRO-1 and -2
-train, checkpoint and resume exactly, and a run saved by 2 processes resumes on 1."""
+train, checkpoint and resume exactly, a run saved by 2 processes resumes on 1, and a finished run
+exits with its own status."""
 
 from __future__ import annotations
 
@@ -124,3 +125,48 @@ def test_launcher_and_config_disagreement_names_both(tmp_path, debug_dataset, mo
         pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "dist.world_size=2"), progress=False)
     with pytest.raises(ConfigError, match=r"train.batch_size.*\(6, the global batch\).*2 games"):
         pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "train.batch_size=6", "dist.grad_accum=2"), progress=False)
+
+
+_PROGRAM = '''
+import atexit, sys, threading, torch
+from scaled_ql.cli import main
+
+def busy():  # a thread in torch ops when the interpreter shuts down, as gloo's workers can be
+    a = torch.ones(1000)
+    while True:
+        a + a
+
+@atexit.register
+def at_exit():
+    print("exit handlers ran", flush=True)
+    threading.Thread(target=busy, daemon=True).start()
+
+as_program = sys.argv[1] == "program"
+sys.argv = ["scaled-ql", *sys.argv[2:]]
+sys.exit(main() if as_program else main(sys.argv[1:]))
+'''
+
+
+def test_a_finished_multi_process_run_exits_with_its_own_status(tmp_path, debug_dataset):
+    """After a process group, gloo's worker threads outlive destroy_process_group (DDP and DeepSpeed
+    hold the group), and one still freeing a collective's tensor when the interpreter shuts down
+    aborts the process after the run is done (SIGABRT, the launcher reports a failure). The CLI's
+    program entry leaves without that teardown. A thread in torch ops at exit stands in for such a
+    worker: under a plain interpreter exit it aborts the process every time."""
+    program = tmp_path / "program.py"
+    program.write_text(_PROGRAM)
+
+    def run(mode: str, name: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(program), mode,
+               "pretrain", "--config", "configs/debug.yaml", "--no-progress", f"runs_dir={tmp_path / 'runs'}", f"name={name}",
+               f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=4", "train.batch_size=8"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    plain = run("function", "plain")  # main(argv) returns to a caller; this one then exits the usual way
+    assert plain.returncode != 0 and "terminate called without an active exception" in plain.stderr, plain.stderr[-3000:]
+    ended = run("program", "ended")
+    assert ended.returncode == 0, ended.stdout[-3000:] + ended.stderr[-3000:]
+    assert "terminate called" not in ended.stderr
+    assert ended.stdout.count("exit handlers ran") == 2 and ended.stdout.count("run folder:") == 2, ended.stdout
+    assert latest_checkpoint(tmp_path / "runs" / "ended").name == "00000004"

@@ -17,6 +17,7 @@ import sys
 
 from scaled_ql.cli import bench, compare, data, evaluate, finetune, info, prep, pretrain, push
 from scaled_ql.cli.common import parse_with_overrides, run_reporting_errors
+from scaled_ql.train.parallel import end_program
 
 COMMANDS = {module.__name__.rsplit(".", 1)[1]: module
             for module in (prep, pretrain, finetune, evaluate, bench, data, compare, push, info)}
@@ -42,4 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[words[0]].main(words[1:])
     args = parse_args(argv)
     args.argv = argv
-    return run_reporting_errors(f"scaled-ql {args.command}", lambda: COMMANDS[args.command].run(args))
+    status = run_reporting_errors(f"scaled-ql {args.command}", lambda: COMMANDS[args.command].run(args))
+    # As the program itself (the console script, ``python -m scaled_ql.cli``), not a caller in this process.
+    return end_program(status) if argv is None else status

@@ -12,9 +12,11 @@ records it. A disagreement stops with both values named.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,10 @@ def resolve_mixed_precision(cfg: ExperimentConfig, device_type: str) -> str:
     return "bf16" if device_type == "cuda" else "no"
 
 
+_in_process_group = False
+"""Whether this process has been in a torch.distributed process group (see :func:`end_program`)."""
+
+
 def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConfig, Topology]:
     """Build the accelerator and return the config with ``dist`` resolved (world size, precision)."""
     dist, train = cfg.dist, cfg.train
@@ -111,11 +117,35 @@ def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConf
     else:
         kwargs["cpu"] = not wants_gpu
     accelerator = Accelerator(**kwargs)
+    global _in_process_group
+    _in_process_group = _in_process_group or (torch.distributed.is_available() and torch.distributed.is_initialized())
 
     resolved = dataclasses.replace(cfg, dist=dataclasses.replace(dist, world_size=accelerator.num_processes,
                                                                   mixed_precision=mixed_precision))
     return accelerator, resolved, Topology(world_size=accelerator.num_processes, rank=accelerator.process_index,
                                            per_device_batch=per_device, mixed_precision=mixed_precision)
+
+
+def end_program(status: int) -> int:
+    """End a program (not a function call: the CLI's entry) that ran in a process group; return
+    ``status`` when it did not.
+
+    torch's gloo backend keeps its worker threads after ``destroy_process_group`` while anything
+    still holds the group, and DDP and DeepSpeed hold it until the process ends. A worker that
+    drops the last reference to a collective's tensor while the interpreter shuts down must take
+    the GIL, and CPython ends such a thread inside a C++ destructor: the process aborts ("terminate
+    called without an active exception", SIGABRT) after the run finished and wrote its checkpoint,
+    and the launcher reports a failure (pytorch/pytorch#190489). So after a process group, the
+    program runs its exit handlers, flushes its output and leaves with ``status`` without the
+    interpreter's teardown, the only moment such a thread can abort the process.
+    """
+    if not _in_process_group:
+        return status
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
