@@ -113,6 +113,44 @@ def test_fsdp_on_cpu_is_refused_with_the_key_named(tmp_path, debug_dataset):
         pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "dist.backend=fsdp", "train.device=cpu"), progress=False)
 
 
+def test_deepspeed_on_cpu_without_a_launcher_says_how_to_launch(tmp_path, debug_dataset, monkeypatch):
+    from scaled_ql.config import ConfigError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match=r"dist.backend.*'deepspeed'.*WORLD_SIZE is unset.*torchrun"):
+        pretrain(debug_config(tmp_path, f"data.path={debug_dataset}", "dist.backend=deepspeed", "train.device=cpu"), progress=False)
+    assert "ACCELERATE_USE_DEEPSPEED" not in os.environ
+
+
+_SEVERAL_RUNS = '''
+import gc, os, sys
+from scaled_ql.config import load_config
+from scaled_ql.train.parallel import end_program
+from scaled_ql.train.trainer import pretrain
+
+for backend in ("deepspeed", "ddp"):
+    pretrain(load_config("configs/debug.yaml", [*sys.argv[1:], f"name={backend}", f"dist.backend={backend}"]), progress=False)
+    gc.collect()
+    alive = sorted({type(o).__name__ for o in gc.get_objects() if type(o).__name__ in ("DeepSpeedEngine", "MultiGameQNetwork")})
+    print(backend, "alive:", alive, "flag:", os.environ.get("ACCELERATE_USE_DEEPSPEED"), flush=True)
+end_program(0)
+'''
+
+
+def test_runs_in_one_process_release_their_network_and_leave_the_environment(tmp_path, debug_dataset):
+    """A sweep or a notebook trains several times in one process: each run frees its network and
+    optimizer (DeepSpeed's engine holds itself through its hooks until destroyed), and a DeepSpeed
+    run leaves no launcher flag behind for the next run's backend."""
+    program = tmp_path / "several.py"
+    program.write_text(_SEVERAL_RUNS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(program),
+           f"runs_dir={tmp_path / 'runs'}", f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=4", "train.batch_size=8"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "deepspeed alive: [] flag: None" in proc.stdout and "ddp alive: [] flag: None" in proc.stdout, proc.stdout
+
+
 def test_launcher_and_config_disagreement_names_both(tmp_path, debug_dataset, monkeypatch):
     from scaled_ql.config import ConfigError
 

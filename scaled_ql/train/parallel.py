@@ -69,6 +69,47 @@ def resolve_mixed_precision(cfg: ExperimentConfig, device_type: str) -> str:
     return "bf16" if device_type == "cuda" else "no"
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str | None):
+    """The environment variable ``name`` set to ``value`` inside the block (None: left as it is), then put back."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _accelerator_kwargs(cfg: ExperimentConfig, wants_gpu: bool, mixed_precision: str, per_device: int) -> dict[str, Any]:
+    """The arguments of ``Accelerator`` for the config's backend (the process state set up first where it must be)."""
+    dist, train = cfg.dist, cfg.train
+    kwargs: dict = {"mixed_precision": mixed_precision, "gradient_accumulation_steps": dist.grad_accum}
+    if dist.backend == "deepspeed":
+        if not wants_gpu:
+            # On CPU, accelerate only finds the processes (gloo) when asked with cpu=True, which
+            # in turn switches DeepSpeed off; set the process state up first, then DeepSpeed.
+            PartialState(cpu=True)
+        # Built from keyword arguments (not a full JSON config), so an accelerate config file that
+        # sets the ZeRO stage or bf16 stays compatible; precision comes from `mixed_precision`.
+        plugin = DeepSpeedPlugin(zero_stage=dist.zero_stage, gradient_accumulation_steps=dist.grad_accum,
+                                 gradient_clipping=float(train.grad_clip))
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = per_device
+        plugin.deepspeed_config["steps_per_print"] = 1 << 30
+        kwargs["deepspeed_plugin"] = plugin
+    elif dist.backend == "fsdp":
+        if not wants_gpu:
+            raise ConfigError("config key 'dist.backend' is 'fsdp', which accelerate runs on GPUs only; on CPU use "
+                              "dist.backend=ddp or dist.backend=deepspeed")
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy="SHARD_GRAD_OP", use_orig_params=True)
+    else:
+        kwargs["cpu"] = not wants_gpu
+    return kwargs
+
+
 _in_process_group = False
 """Whether this process has been in a torch.distributed process group (see :func:`end_program`)."""
 
@@ -93,30 +134,15 @@ def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConf
             f"{len(cfg.games)} games; found {train.batch_size / (world_size * dist.grad_accum):g} per micro-batch"
         )
 
-    kwargs: dict = {"mixed_precision": mixed_precision, "gradient_accumulation_steps": dist.grad_accum}
-    if dist.backend == "deepspeed":
-        # accelerate sets up DeepSpeed's process group only when this flag is present (as
-        # `accelerate launch --use_deepspeed` sets it); under torchrun the config supplies it.
-        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-        if not wants_gpu:
-            # On CPU, accelerate only finds the processes (gloo) when asked with cpu=True, which
-            # in turn switches DeepSpeed off; set the process state up first, then DeepSpeed.
-            PartialState(cpu=True)
-        # Built from keyword arguments (not a full JSON config), so an accelerate config file that
-        # sets the ZeRO stage or bf16 stays compatible; precision comes from `mixed_precision`.
-        plugin = DeepSpeedPlugin(zero_stage=dist.zero_stage, gradient_accumulation_steps=dist.grad_accum,
-                                 gradient_clipping=float(train.grad_clip))
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = per_device
-        plugin.deepspeed_config["steps_per_print"] = 1 << 30
-        kwargs["deepspeed_plugin"] = plugin
-    elif dist.backend == "fsdp":
-        if not wants_gpu:
-            raise ConfigError("config key 'dist.backend' is 'fsdp', which accelerate runs on GPUs only; on CPU use "
-                              "dist.backend=ddp or dist.backend=deepspeed")
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(sharding_strategy="SHARD_GRAD_OP", use_orig_params=True)
-    else:
-        kwargs["cpu"] = not wants_gpu
-    accelerator = Accelerator(**kwargs)
+    if dist.backend == "deepspeed" and not wants_gpu and "WORLD_SIZE" not in os.environ:
+        raise ConfigError("config key 'dist.backend' is 'deepspeed', which on CPU needs the processes a launcher starts; "
+                          "found no launcher (WORLD_SIZE is unset). Run it under `torchrun --standalone --nproc_per_node N "
+                          "-m scaled_ql.cli pretrain ...` (N=1 for one process), or use dist.backend=ddp")
+    # accelerate sets up DeepSpeed's process group only when this flag is present (as `accelerate
+    # launch --use_deepspeed` sets it); under torchrun the config supplies it. It is read while the
+    # accelerator is built and put back afterwards: a later run in this process may use another backend.
+    with _env("ACCELERATE_USE_DEEPSPEED", "true" if dist.backend == "deepspeed" else None):
+        accelerator = Accelerator(**_accelerator_kwargs(cfg, wants_gpu, mixed_precision, per_device))
     global _in_process_group
     _in_process_group = _in_process_group or (torch.distributed.is_available() and torch.distributed.is_initialized())
 
@@ -157,6 +183,7 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.o
 def shutdown(accelerator: Accelerator | None) -> None:
     """End the run cleanly: destroy the process group so multi-process runs exit without aborts."""
     if accelerator is not None:
+        accelerator.free_memory()  # DeepSpeed's engine keeps itself alive through its hooks until destroyed
         accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
