@@ -201,8 +201,9 @@ def test_a_finished_multi_process_run_exits_with_its_own_status(tmp_path, debug_
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
-    plain = run("function", "plain")  # main(argv) returns to a caller; this one then exits the usual way
-    assert plain.returncode != 0 and "terminate called without an active exception" in plain.stderr, plain.stderr[-3000:]
+    if sys.version_info < (3, 14):  # from 3.14 CPython hangs such a thread instead of ending it (gh-87135): no abort
+        plain = run("function", "plain")  # main(argv) returns to a caller; this one then exits the usual way
+        assert plain.returncode != 0 and "terminate called without an active exception" in plain.stderr, plain.stderr[-3000:]
     ended = run("program", "ended")
     assert ended.returncode == 0, ended.stdout[-3000:] + ended.stderr[-3000:]
     assert "terminate called" not in ended.stderr

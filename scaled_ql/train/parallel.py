@@ -159,11 +159,11 @@ def end_program(status: int) -> int:
     torch's gloo backend keeps its worker threads after ``destroy_process_group`` while anything
     still holds the group, and DDP and DeepSpeed hold it until the process ends. A worker that
     drops the last reference to a collective's tensor while the interpreter shuts down must take
-    the GIL, and CPython ends such a thread inside a C++ destructor: the process aborts ("terminate
-    called without an active exception", SIGABRT) after the run finished and wrote its checkpoint,
-    and the launcher reports a failure (pytorch/pytorch#190489). So after a process group, the
-    program runs its exit handlers, flushes its output and leaves with ``status`` without the
-    interpreter's teardown, the only moment such a thread can abort the process.
+    the GIL, and CPython before 3.14 ends such a thread inside a C++ destructor: the process
+    aborts ("terminate called without an active exception", SIGABRT) after the run finished and
+    wrote its checkpoint, and the launcher reports a failure (pytorch/pytorch#190489). So after a
+    process group, the program runs its exit handlers, flushes its output and leaves with
+    ``status`` without the interpreter's teardown, the only moment such a thread can abort it.
     """
     if not _in_process_group:
         return status
