@@ -22,15 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node N ARGS`` from the repository root, one thread per process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 def launch(nproc: int, tmp: Path, *overrides: str, resume: bool = False) -> None:
     """``torchrun --standalone --nproc_per_node N -m scaled_ql.cli pretrain`` as a user runs it."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "scaled_ql.cli", "pretrain", "--config", "configs/debug.yaml", "--no-progress",
-           f"runs_dir={tmp / 'runs'}", *overrides]
-    if resume:
-        cmd.append("--resume")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun(nproc, "-m", "scaled_ql.cli", "pretrain", "--config", "configs/debug.yaml", "--no-progress",
+                    f"runs_dir={tmp / 'runs'}", *overrides, *(["--resume"] if resume else []))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "terminate called" not in proc.stderr
 
@@ -143,10 +145,8 @@ def test_runs_in_one_process_release_their_network_and_leave_the_environment(tmp
     run leaves no launcher flag behind for the next run's backend."""
     program = tmp_path / "several.py"
     program.write_text(_SEVERAL_RUNS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(program),
-           f"runs_dir={tmp_path / 'runs'}", f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=4", "train.batch_size=8"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
+    proc = torchrun(1, str(program), f"runs_dir={tmp_path / 'runs'}", f"data.path={debug_dataset}", "eval.episodes=0",
+                    "train.steps=4", "train.batch_size=8")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "deepspeed alive: [] flag: None" in proc.stdout and "ddp alive: [] flag: None" in proc.stdout, proc.stdout
 
@@ -195,11 +195,9 @@ def test_a_finished_multi_process_run_exits_with_its_own_status(tmp_path, debug_
     program.write_text(_PROGRAM)
 
     def run(mode: str, name: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(program), mode,
-               "pretrain", "--config", "configs/debug.yaml", "--no-progress", f"runs_dir={tmp_path / 'runs'}", f"name={name}",
-               f"data.path={debug_dataset}", "eval.episodes=0", "train.steps=4", "train.batch_size=8"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        return torchrun(2, str(program), mode, "pretrain", "--config", "configs/debug.yaml", "--no-progress",
+                        f"runs_dir={tmp_path / 'runs'}", f"name={name}", f"data.path={debug_dataset}", "eval.episodes=0",
+                        "train.steps=4", "train.batch_size=8")
 
     if sys.version_info < (3, 14):  # from 3.14 CPython hangs such a thread instead of ending it (gh-87135): no abort
         plain = run("function", "plain")  # main(argv) returns to a caller; this one then exits the usual way

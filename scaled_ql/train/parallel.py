@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, gather_object
+from accelerate.utils import (DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, gather_object,
+                               patch_environment)
 from torch import nn
 
 from scaled_ql.config import ConfigError, ExperimentConfig
@@ -67,21 +68,6 @@ def resolve_mixed_precision(cfg: ExperimentConfig, device_type: str) -> str:
                               "hundreds of times slower there), found 'bf16'")
         return cfg.dist.mixed_precision
     return "bf16" if device_type == "cuda" else "no"
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str | None):
-    """The environment variable ``name`` set to ``value`` inside the block (None: left as it is), then put back."""
-    before = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _accelerator_kwargs(cfg: ExperimentConfig, wants_gpu: bool, mixed_precision: str, per_device: int) -> dict[str, Any]:
@@ -141,7 +127,7 @@ def make_accelerator(cfg: ExperimentConfig) -> tuple[Accelerator, ExperimentConf
     # accelerate sets up DeepSpeed's process group only when this flag is present (as `accelerate
     # launch --use_deepspeed` sets it); under torchrun the config supplies it. It is read while the
     # accelerator is built and put back afterwards: a later run in this process may use another backend.
-    with _env("ACCELERATE_USE_DEEPSPEED", "true" if dist.backend == "deepspeed" else None):
+    with patch_environment(**({"ACCELERATE_USE_DEEPSPEED": "true"} if dist.backend == "deepspeed" else {})):
         accelerator = Accelerator(**_accelerator_kwargs(cfg, wants_gpu, mixed_precision, per_device))
     global _in_process_group
     _in_process_group = _in_process_group or (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -181,7 +167,9 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.o
 
 
 def shutdown(accelerator: Accelerator | None) -> None:
-    """End the run cleanly: destroy the process group so multi-process runs exit without aborts."""
+    """End the run cleanly: free the wrapped model and optimizer, destroy the process group and
+    reset accelerate's state (a later run in this process starts afresh). Leaving the process
+    after a group is :func:`end_program`'s part."""
     if accelerator is not None:
         accelerator.free_memory()  # DeepSpeed's engine keeps itself alive through its hooks until destroyed
         accelerator.end_training()
